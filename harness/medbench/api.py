@@ -1,0 +1,395 @@
+"""The plugin contract: base classes for attacks, defenses, datasets, models and metrics.
+
+A plugin registers *instances* of these classes (see :mod:`medbench.hookspecs`). Each
+class declares its metadata as class attributes and its tunable parameters as a
+``Settings`` dataclass whose fields all have defaults; the harness builds one object per
+configuration with :meth:`Plugin.configured`.
+
+Conventions every plugin relies on (DESIGN.md §2, §7):
+
+* Images are float tensors in **[0, 1]**, channels first: ``(N, C, H, W)`` in 2D,
+  ``(N, C, D, H, W)`` in 3D. Budgets are on that scale (``8/255``).
+* Normalisation (mean/std) belongs to the model, not to the data.
+* Classification labels are ``int64`` class indices of shape ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset as TorchDataset
+
+from medbench.settings import NoSettings, build_settings, settings_as_dict
+
+if TYPE_CHECKING:
+    from art.estimators.estimator import BaseEstimator
+
+Task = Literal["classification", "segmentation"]
+ThreatModel = Literal["linf", "l2", "noise", "frequency"]
+DefenseKind = Literal["training", "preprocessing", "wrapper"]
+
+CLASSIFICATION: frozenset[str] = frozenset({"classification"})
+
+
+class Plugin:
+    """Common behaviour of every registered object: a name, a description, settings."""
+
+    name: ClassVar[str]
+    """Unique name users type on the command line (lowercase, dashes)."""
+    description: ClassVar[str] = ""
+    """One line shown by ``medbench list``."""
+    Settings: ClassVar[type] = NoSettings
+    """Dataclass of tunable parameters; every field needs a default."""
+
+    def __init__(self, settings: Any | None = None) -> None:
+        self.settings = settings if settings is not None else self.Settings()
+
+    def configured(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        """Return a copy of this plugin object with ``overrides`` applied to its settings.
+
+        Raises:
+            UsageError: On an unknown setting or a value of the wrong type.
+        """
+        owner = f"{self.kind_label} {self.name!r}"
+        settings = build_settings(type(self.settings), _merge(self.settings, overrides or {}), owner)
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.settings = settings
+        return clone
+
+    @property
+    def kind_label(self) -> str:
+        return "plugin"
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The current settings as a plain dict (logged as MLflow params)."""
+        return settings_as_dict(self.settings)
+
+
+def _merge(settings: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    current = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    changed = {k: v for k, v in current.items() if v != _default_of(type(settings), k)}
+    return {**changed, **overrides}
+
+
+def _default_of(settings_cls: type, key: str) -> Any:
+    for f in dataclasses.fields(settings_cls):
+        if f.name == key:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    return dataclasses.MISSING
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class DatasetBundle:
+    """What a dataset plugin returns: three splits and what the harness needs to know.
+
+    Each split is a torch ``Dataset`` whose items are ``(image, label)`` with ``image`` a
+    float tensor in [0, 1] of shape ``input_shape`` and ``label`` an ``int64`` scalar
+    (classification) or an ``int64`` map (segmentation).
+    """
+
+    train: TorchDataset[Any]
+    val: TorchDataset[Any]
+    test: TorchDataset[Any]
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    task: Task = "classification"
+    modality: str = "unknown"
+    fingerprint: str = ""
+    """A stable hash of the data and its preprocessing; changes whenever the data do."""
+    multilabel: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+
+class Dataset(Plugin, ABC):
+    """A dataset plugin.
+
+    Subclasses set ``name``, ``description``, ``task``, optionally ``needs_data_dir`` and
+    ``Settings``, and implement :meth:`load`.
+    """
+
+    task: ClassVar[Task] = "classification"
+    dims: ClassVar[int] = 2
+    needs_data_dir: ClassVar[bool] = False
+    """True when the dataset reads local files given by ``--data-dir``."""
+    layout: ClassVar[str] = ""
+    """For file-based datasets: the expected folder layout, shown in errors and docs."""
+
+    @property
+    def kind_label(self) -> str:
+        return "dataset"
+
+    @abstractmethod
+    def load(self, data_dir: Path | None, seed: int) -> DatasetBundle:
+        """Load (or generate) the dataset.
+
+        Args:
+            data_dir: The folder given by ``--data-dir``; None when none was given.
+            seed: Seeds the train/val/test split and any generation.
+
+        Returns:
+            The three splits with their metadata. Loading must not touch the network.
+
+        Raises:
+            UsageError: When ``data_dir`` is missing, empty or malformed; the message
+                names the path and the expected layout.
+        """
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std that a model expects its [0, 1] input to be normalised with."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def for_channels(self, channels: int) -> Normalization:
+        """Broadcast a single-channel normalisation to ``channels`` channels (or check it fits)."""
+        if len(self.mean) == channels:
+            return self
+        if len(self.mean) == 1:
+            return Normalization(self.mean * channels, self.std * channels)
+        raise ValueError(f"normalisation has {len(self.mean)} channels, input has {channels}")
+
+
+class Model(Plugin, ABC):
+    """A model plugin: a factory of ``torch.nn.Module`` objects.
+
+    The module takes **normalised** input (see :meth:`normalization`) and returns logits:
+    ``(N, num_classes)`` for classification, ``(N, num_classes, *spatial)`` for segmentation.
+    """
+
+    tasks: ClassVar[frozenset[str]] = CLASSIFICATION
+    dims: ClassVar[int] = 2
+
+    @property
+    def kind_label(self) -> str:
+        return "model"
+
+    def normalization(self, in_channels: int) -> Normalization:
+        """Mean and std the model expects; the harness applies them (as ART preprocessing)."""
+        return Normalization((0.5,) * in_channels, (0.25,) * in_channels)
+
+    @abstractmethod
+    def build(self, task: Task, in_channels: int, num_classes: int, weights: str | None = None) -> nn.Module:
+        """Build a fresh module.
+
+        Args:
+            task: ``classification`` or ``segmentation``.
+            in_channels: Channels of the input (1 for grayscale).
+            num_classes: Output classes (logits).
+            weights: None (random init), a local file path, or a named set such as
+                ``imagenet`` resolved from the local torch hub cache. Never downloads.
+
+        Raises:
+            UsageError: When the weights are missing, with the path where to put them.
+        """
+
+
+# --------------------------------------------------------------------------- defenses
+
+
+@dataclass
+class DefendedModel:
+    """A model ready to be attacked: what ART's estimator wraps.
+
+    Attributes:
+        model: Module taking normalised input and returning logits.
+        normalization: Applied by ART as preprocessing (after ``preprocessors``).
+        preprocessors: ART preprocessing defences applied to the [0, 1] input before
+            normalisation (e.g. ``PreprocessorPyTorch`` subclasses). Non-differentiable ones
+            must implement ``estimate_gradient`` (BPDA).
+        modules: Trainable parts whose weights are cached besides ``model`` (e.g. a
+            denoiser inside a preprocessor), by name.
+    """
+
+    model: nn.Module
+    normalization: Normalization
+    preprocessors: list[Any] = field(default_factory=list)
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Everything that training changed, for the model cache."""
+        return {"model": self.model.state_dict(), **{k: m.state_dict() for k, m in self.modules.items()}}
+
+    def load_state_dicts(self, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        self.model.load_state_dict(states["model"])
+        for key, module in self.modules.items():
+            module.load_state_dict(states[key])
+
+    def to(self, device: torch.device) -> DefendedModel:
+        self.model.to(device)
+        for module in self.modules.values():
+            module.to(device)
+        return self
+
+    def eval(self) -> DefendedModel:
+        self.model.eval()
+        for module in self.modules.values():
+            module.eval()
+        return self
+
+
+class DefenseContext(ABC):
+    """What the harness gives a defense to build and train its defended model.
+
+    Implemented by the harness (:class:`medbench.defending.Context`); plugins only call it.
+    """
+
+    dataset: DatasetBundle
+    device: torch.device
+    seed: int
+
+    @abstractmethod
+    def new_model(self) -> DefendedModel:
+        """A freshly initialised base model (the matrix's model plugin), not trained."""
+
+    @abstractmethod
+    def base(self) -> DefendedModel:
+        """The trained model this defense wraps: the rest of a composed chain
+        (``reformer+dcnn`` gives ``reformer`` the ``dcnn`` model) or, at the end of a
+        chain, the standard-trained model (defense ``none``), from the cache when present."""
+
+    @abstractmethod
+    def train(
+        self,
+        defended: DefendedModel,
+        *,
+        perturb: Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss: Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        parameters: list[nn.Parameter] | None = None,
+    ) -> None:
+        """Train ``defended`` with the matrix's training settings (epochs, batch size, lr).
+
+        Args:
+            defended: Trained in place, on the context's device.
+            perturb: Optional ``(defended, x, y) -> x'`` applied to every training batch
+                (adversarial training); called with the model in eval mode and must
+                return a tensor in [0, 1] without tracking gradients of the parameters.
+            loss: Optional ``(defended, x, y) -> scalar`` replacing cross-entropy on the
+                (perturbed) batch.
+            parameters: What the optimiser updates (default: every parameter of the
+                model and of ``defended.modules``).
+        """
+
+    @abstractmethod
+    def logits(self, defended: DefendedModel, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward pass from [0, 1] input: preprocessors, normalisation, model."""
+
+
+class Defense(Plugin, ABC):
+    """A defense plugin: turns a base model and a dataset into a :class:`DefendedModel`.
+
+    The harness calls :meth:`build` for the architecture, then loads the cached weights
+    or, on a cache miss, calls :meth:`fit` and caches the result (when ``trainable``).
+    """
+
+    kind: ClassVar[DefenseKind] = "training"
+    tasks: ClassVar[frozenset[str]] = CLASSIFICATION
+    trainable: ClassVar[bool] = True
+    """False for defenses with nothing to train: no cache entry, no :meth:`fit` call."""
+
+    @property
+    def kind_label(self) -> str:
+        return "defense"
+
+    @abstractmethod
+    def build(self, ctx: DefenseContext) -> DefendedModel:
+        """Return the (untrained) defended model. May call ``ctx.base()`` or ``ctx.new_model()``."""
+
+    def fit(self, defended: DefendedModel, ctx: DefenseContext) -> None:
+        """Train ``defended`` in place. The default does nothing."""
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+class Attack(Plugin, ABC):
+    """An attack plugin: crafts adversarial inputs against an ART estimator.
+
+    Subclasses declare their threat model and budget and implement :meth:`generate`.
+    """
+
+    threat_model: ClassVar[ThreatModel] = "linf"
+    budget_name: ClassVar[str] = "eps"
+    """Name of the budget parameter: ``eps``, ``sigma``, ``q_max``..."""
+    default_budgets: ClassVar[tuple[float, ...]] = (4 / 255, 8 / 255)
+    budget_on_intensity_scale: ClassVar[bool] = True
+    """True when the budget is on the [0, 1] intensity scale (``--eps`` then applies)."""
+    tasks: ClassVar[frozenset[str]] = CLASSIFICATION
+
+    @property
+    def kind_label(self) -> str:
+        return "attack"
+
+    @abstractmethod
+    def generate(
+        self, estimator: BaseEstimator, x: torch.Tensor, y: torch.Tensor, budget: float, *, seed: int
+    ) -> torch.Tensor:
+        """Craft adversarial examples for one batch.
+
+        Args:
+            estimator: The ART estimator around the defended model (``PyTorchClassifier``
+                for classification); its ``device`` is where ``x`` lives.
+            x: Clean inputs in [0, 1], on the estimator's device.
+            y: True labels (class indices), on the same device.
+            budget: The budget value on the scale of :attr:`budget_name`.
+            seed: Seeds random starts and noise, so that a cell is reproducible.
+
+        Returns:
+            Adversarial inputs of the same shape and device, inside the budget and [0, 1].
+        """
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class CellOutputs:
+    """What one cell produced, given to metric plugins. All tensors are on the CPU."""
+
+    x_clean: torch.Tensor
+    x_adv: torch.Tensor
+    labels: torch.Tensor
+    clean_logits: torch.Tensor
+    adv_logits: torch.Tensor
+    budget: float
+    budget_name: str
+    task: Task
+
+
+class Metric(Plugin, ABC):
+    """An extra metric computed for every cell and logged under :attr:`name`."""
+
+    tasks: ClassVar[frozenset[str]] = CLASSIFICATION
+
+    @property
+    def kind_label(self) -> str:
+        return "metric"
+
+    @abstractmethod
+    def compute(self, outputs: CellOutputs) -> float:
+        """Return the metric's value for one cell (NaN when undefined)."""

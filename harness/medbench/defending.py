@@ -1,0 +1,173 @@
+"""Building defended models: defense chains, training, and the model cache.
+
+A defense name may be a chain ``outer+inner`` (e.g. ``reformer+dcnn``): every element
+but the last must be a ``preprocessing`` or ``wrapper`` defense, and each element's
+``ctx.base()`` is the defended model of the rest of the chain. The end of every chain
+rests on the standard-trained model (defense ``none``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from medbench import __version__
+from medbench.api import DatasetBundle, DefendedModel, Defense, DefenseContext, Model
+from medbench.cache import ModelCache, stable_hash
+from medbench.errors import UsageError
+from medbench.forward import defended_logits
+from medbench.spec import TrainingSettings
+from medbench.training import EpochCallback, LossFn, Perturb, train_defended
+
+CHAIN_SEPARATOR = "+"
+STANDARD_DEFENSE = "none"
+
+
+def split_chain(name: str) -> list[str]:
+    """``reformer+dcnn`` → ``["reformer", "dcnn"]``; raises on empty parts."""
+    parts = [part.strip() for part in name.split(CHAIN_SEPARATOR)]
+    if not all(parts):
+        raise UsageError(f"malformed defense {name!r}: empty part in a '+' chain")
+    return parts
+
+
+def check_chain(chain: list[Defense]) -> None:
+    """Only the last element of a chain may be a training defense."""
+    for defense in chain[:-1]:
+        if defense.kind == "training":
+            names = CHAIN_SEPARATOR.join(d.name for d in chain)
+            raise UsageError(
+                f"defense chain {names!r}: {defense.name!r} is a training defense and must come last "
+                "(only preprocessing and wrapper defenses can wrap another defense)"
+            )
+
+
+@dataclass
+class DefenseBuilder:
+    """Builds (or loads from cache) the defended models of one model plugin on one dataset."""
+
+    dataset: DatasetBundle
+    model_name: str
+    model: Model
+    weights: str | None
+    standard: Defense
+    training: TrainingSettings
+    device: torch.device
+    seed: int
+    cache: ModelCache
+    plugin_versions: dict[str, str] = field(default_factory=dict)
+    on_epoch: Callable[[str], EpochCallback] | None = None
+    on_cache_hit: Callable[[str], None] | None = None
+    _memo: dict[str, DefendedModel] = field(default_factory=dict)
+    trained: list[str] = field(default_factory=list)
+
+    def chain_identity(self, chain: list[Defense]) -> list[dict[str, Any]]:
+        return [{"name": d.name, "settings": d.settings_dict()} for d in chain]
+
+    def cache_key(self, chain: list[Defense]) -> str:
+        """Hash of everything that defines the trained weights of ``chain``."""
+        return stable_hash(
+            {
+                "medbench": __version__,
+                "dataset": self.dataset.fingerprint,
+                "model": {"name": self.model_name, "settings": self.model.settings_dict()},
+                "weights": self.weights,
+                "chain": self.chain_identity(chain),
+                "training": self.training,
+                "seed": self.seed,
+                "plugins": self.plugin_versions,
+            }
+        )
+
+    def build(self, chain: list[Defense]) -> DefendedModel:
+        """The defended model of ``chain``, trained or loaded from cache, in eval mode on the device."""
+        if not chain:
+            chain = [self.standard]
+        key = self.cache_key(chain)
+        if key in self._memo:
+            return self._memo[key]
+        check_chain(chain)
+        context = Context(self, chain)
+        defense = chain[0]
+        defended = defense.build(context)
+        label = CHAIN_SEPARATOR.join(d.name for d in chain)
+        if defense.trainable:
+            states = self.cache.load(key)
+            if states is not None:
+                defended.load_state_dicts(states)
+                if self.on_cache_hit is not None:
+                    self.on_cache_hit(label)
+            else:
+                defense.fit(defended, context)
+                self.trained.append(label)
+                self.cache.save(
+                    key,
+                    defended.state_dicts(),
+                    {
+                        "model": self.model_name,
+                        "chain": self.chain_identity(chain),
+                        "dataset": self.dataset.fingerprint,
+                        "training": self.training,
+                        "seed": self.seed,
+                        "medbench": __version__,
+                    },
+                )
+        defended.to(self.device).eval()
+        self._memo[key] = defended
+        return defended
+
+
+class Context(DefenseContext):
+    """The :class:`medbench.api.DefenseContext` the harness hands to a defense."""
+
+    def __init__(self, builder: DefenseBuilder, chain: list[Defense]) -> None:
+        self._builder = builder
+        self._chain = chain
+        self.dataset = builder.dataset
+        self.device = builder.device
+        self.seed = builder.seed
+        self.training = builder.training
+
+    def new_model(self) -> DefendedModel:
+        builder = self._builder
+        torch.manual_seed(builder.seed)
+        module = builder.model.build(
+            builder.dataset.task, builder.dataset.in_channels, builder.dataset.num_classes, builder.weights
+        )
+        normalization = builder.model.normalization(builder.dataset.in_channels)
+        return DefendedModel(module.to(builder.device), normalization)
+
+    def base(self) -> DefendedModel:
+        rest = self._chain[1:]
+        if not rest and self._chain[0].name == self._builder.standard.name:
+            raise UsageError(f"defense {self._chain[0].name!r} cannot wrap itself")
+        return self._builder.build(rest)
+
+    def train(
+        self,
+        defended: DefendedModel,
+        *,
+        perturb: Perturb | None = None,
+        loss: LossFn | None = None,
+        parameters: list[nn.Parameter] | None = None,
+    ) -> None:
+        label = CHAIN_SEPARATOR.join(d.name for d in self._chain)
+        callback = self._builder.on_epoch(label) if self._builder.on_epoch is not None else None
+        train_defended(
+            defended,
+            self.dataset,
+            self.training,
+            self.device,
+            self.seed,
+            perturb=perturb,
+            loss=loss,
+            parameters=parameters,
+            on_epoch=callback,
+        )
+
+    def logits(self, defended: DefendedModel, x: torch.Tensor) -> torch.Tensor:
+        return defended_logits(defended, x)

@@ -1,0 +1,59 @@
+"""Errors that the CLI turns into exit codes.
+
+``UsageError`` and its subclasses mean bad usage or bad input: one line on stderr,
+exit code 2, nothing recorded as a success. ``CellError`` is a failure inside one
+cell of a matrix: the cell is marked FAILED and the matrix goes on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MedbenchError(Exception):
+    """Base class of every error medbench raises on purpose."""
+
+
+class UsageError(MedbenchError):
+    """Bad usage or bad input (exit code 2)."""
+
+
+class UnknownNameError(UsageError):
+    """A name that no plugin registered; the message carries a did-you-mean."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(unknown_name_message(kind, name, self.known))
+
+
+class DuplicateNameError(UsageError):
+    """Two plugins registered the same name."""
+
+
+class PluginLoadError(UsageError):
+    """A plugin failed to load while ``--strict-plugins`` was set."""
+
+
+class CellError(MedbenchError):
+    """A failure inside one cell (or one defended model) of a matrix."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """Return the closest known name to ``name``, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    """Format ``unknown <kind> 'name'`` with a did-you-mean or the list of known names."""
+    known = sorted(known)
+    message = f"unknown {kind} {name!r}"
+    suggestion = did_you_mean(name, known)
+    if suggestion is not None:
+        return f"{message}; did you mean {suggestion!r}?"
+    if known:
+        return f"{message}; known: {', '.join(known)}"
+    return f"{message}; none is registered"

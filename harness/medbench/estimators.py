@@ -1,0 +1,90 @@
+"""Wrapping defended models in ART estimators.
+
+Classification models become ART ``PyTorchClassifier`` objects with ``clip_values=(0, 1)``,
+the model's own normalisation as ART preprocessing (a framework-native preprocessor, so
+ART's PyTorch attack paths stay on the device), the defense's preprocessing defences in
+front of it, and the loss and number of classes from the dataset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from torch import nn
+
+from medbench.api import DatasetBundle, DefendedModel, Normalization
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+
+class MeanStdNormalization(PreprocessorPyTorch):
+    """``(x - mean) / std`` per channel, as an ART framework-native preprocessor.
+
+    Unlike ART's ``StandardisationMeanStdPyTorch`` it keeps mean and std as tensors on the
+    device instead of copying them from host memory at every call (every attack step).
+    """
+
+    def __init__(self, normalization: Normalization, device: torch.device) -> None:
+        super().__init__(
+            device_type="gpu" if device.type == "cuda" else "cpu", apply_fit=True, apply_predict=True
+        )
+        self.normalization = normalization
+        self._mean = torch.tensor(normalization.mean, dtype=torch.float32, device=device)
+        self._std = torch.tensor(normalization.std, dtype=torch.float32, device=device)
+
+    def forward(self, x: torch.Tensor, y: Any = None) -> tuple[torch.Tensor, Any]:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = self._mean.to(x.device).view(shape)
+        std = self._std.to(x.device).view(shape)
+        return (x - mean) / std, y
+
+    def _check_params(self) -> None:
+        if len(self.normalization.mean) != len(self.normalization.std):
+            raise ValueError("mean and std must have the same length")
+        if any(s <= 0 for s in self.normalization.std):
+            raise ValueError("std must be positive")
+
+
+def classifier_estimator(
+    defended: DefendedModel, dataset: DatasetBundle, device: torch.device
+) -> PyTorchClassifier:
+    """Wrap a defended classification model in ART's ``PyTorchClassifier``.
+
+    Args:
+        defended: The model, its normalisation and its preprocessing defences.
+        dataset: Gives the input shape, the number of classes and the loss
+            (cross-entropy, or BCE-with-logits for multi-label data).
+        device: Where the model lives; ART runs its PyTorch attack paths there.
+    """
+    from art.estimators.classification import PyTorchClassifier
+
+    normalization = defended.normalization.for_channels(dataset.in_channels)
+    loss: nn.Module = nn.BCEWithLogitsLoss() if dataset.multilabel else nn.CrossEntropyLoss()
+    defended.model.to(device).eval()
+    return PyTorchClassifier(
+        model=defended.model,
+        loss=loss,
+        input_shape=tuple(dataset.input_shape),
+        nb_classes=dataset.num_classes,
+        clip_values=(0.0, 1.0),
+        preprocessing_defences=list(defended.preprocessors) or None,
+        preprocessing=MeanStdNormalization(normalization, device),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+
+
+def predict_logits(estimator: Any, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits of the estimator's model for [0, 1] input ``x``, on ``x``'s device, without gradients.
+
+    Goes through the estimator's own preprocessing chain (defences, then normalisation),
+    with torch tensors end to end.
+    """
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            logits, _ = estimator._predict_framework(x[start : start + batch_size])
+            outputs.append(logits.detach())
+    return torch.cat(outputs) if outputs else x.new_zeros((0, estimator.nb_classes))

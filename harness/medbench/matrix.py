@@ -1,0 +1,620 @@
+"""The attack matrix: models × defenses × attacks × budgets on one dataset.
+
+:func:`plan_matrix` resolves and validates everything (names, settings, budgets, data)
+before anything is written to MLflow, so that bad input never leaves half-written runs.
+:class:`MatrixRunner` then trains (or loads) each defended model once, computes its clean
+predictions once, and runs every attack cell against it, logging each cell as a nested
+MLflow run. A failure inside a cell marks that cell FAILED and the matrix goes on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from medbench import __version__
+from medbench.api import Attack, CellOutputs, Dataset, DatasetBundle, DefendedModel, Defense, Metric, Model
+from medbench.budgets import format_budget, format_budgets
+from medbench.cache import ModelCache, stable_hash
+from medbench.defending import CHAIN_SEPARATOR, STANDARD_DEFENSE, DefenseBuilder, check_chain, split_chain
+from medbench.errors import CellError, UsageError, unknown_name_message
+from medbench.estimators import classifier_estimator, predict_logits
+from medbench.images import example_grid
+from medbench.metrics import classification_metrics
+from medbench.plugins import PluginHost
+from medbench.spec import RunSpec
+from medbench.tracking import Tracker
+
+RANGE_TOLERANCE = 1e-6
+LINF_TOLERANCE = 1e-6
+L2_TOLERANCE = 1e-5
+
+
+@dataclass
+class Cell:
+    """One (model, defense, attack, budget) combination."""
+
+    index: int
+    model: str
+    defense: str
+    attack: str
+    budget_name: str
+    budget: float
+    threat_model: str
+    key: str = ""
+    run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.defense}/{self.attack}@{format_budget(self.budget)}"
+
+
+@dataclass
+class CellResult:
+    """What a cell ended with."""
+
+    cell: Cell
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class MatrixPlan:
+    """A validated matrix, ready to run."""
+
+    spec: RunSpec
+    dataset: Dataset
+    bundle: DatasetBundle
+    models: dict[str, Model]
+    defenses: dict[str, list[Defense]]
+    attacks: dict[str, Attack]
+    budgets: dict[str, list[float]]
+    metrics: list[Metric]
+    cells: list[Cell]
+    device: torch.device
+    n_eval: int
+    experiment: str
+    plugin_versions: dict[str, str]
+    parent_run_id: str | None = None
+
+
+class ProgressSink(Protocol):
+    """Receives progress events (see :mod:`medbench.progress`)."""
+
+    def start_matrix(self, total_cells: int) -> None: ...
+    def start_cell(self, cell: Cell, total_batches: int) -> None: ...
+    def advance_cell(self) -> None: ...
+    def end_cell(self, result: CellResult) -> None: ...
+    def training(self, label: str, epoch: int, epochs: int, loss: float, val_accuracy: float) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _apply_set_overrides(spec: RunSpec, assignments: Iterable[tuple[str, str, str, str]]) -> None:
+    for kind, name, key, value in assignments:
+        spec.settings.setdefault(kind, {}).setdefault(name, {})[key] = value
+
+
+def _check_settings_names(spec: RunSpec, host: PluginHost) -> None:
+    tables: dict[str, Any] = {
+        "attack": host.registries.attacks,
+        "defense": host.registries.defenses,
+        "model": host.registries.models,
+        "dataset": host.registries.datasets,
+    }
+    for kind, by_name in spec.settings.items():
+        for name in by_name:
+            if name not in tables[kind]:
+                raise UsageError(f"settings for {unknown_name_message(kind, name, tables[kind].names())}")
+
+
+def resolve_budgets(
+    attack: Attack,
+    spec_budgets: dict[str, list[float]],
+    eps_override: list[float] | None,
+    budget_overrides: dict[str, list[float]],
+) -> list[float]:
+    """Budgets of one attack, by priority.
+
+    ``--budget ATTACK=`` or ``--budget BUDGET_NAME=``, then ``--eps`` (attacks whose budget
+    is on the intensity scale), then the spec's ``budgets`` by attack name, then by budget
+    name, then the attack's own default grid.
+    """
+    for source in (budget_overrides,):
+        if attack.name in source:
+            return source[attack.name]
+        if attack.budget_name in source:
+            return source[attack.budget_name]
+    if eps_override is not None and attack.budget_on_intensity_scale:
+        return eps_override
+    if attack.name in spec_budgets:
+        return spec_budgets[attack.name]
+    if attack.budget_name in spec_budgets:
+        return spec_budgets[attack.budget_name]
+    return list(attack.default_budgets)
+
+
+def _check_task(kind: str, name: str, tasks: frozenset[str], task: str) -> None:
+    if task not in tasks:
+        raise UsageError(f"{kind} {name!r} does not support {task} (supports: {', '.join(sorted(tasks))})")
+
+
+def load_dataset(dataset: Dataset, data_dir: Path | None, seed: int) -> DatasetBundle:
+    """Load a dataset, turning unexpected loader errors into one-line usage errors."""
+    if dataset.needs_data_dir and data_dir is None:
+        layout = f"; expected layout: {dataset.layout}" if dataset.layout else ""
+        raise UsageError(f"dataset {dataset.name!r} reads local files: give --data-dir PATH{layout}")
+    if data_dir is not None and not data_dir.exists():
+        raise UsageError(f"data path does not exist: {data_dir}")
+    try:
+        return dataset.load(data_dir, seed)
+    except UsageError:
+        raise
+    except Exception as error:
+        raise UsageError(f"dataset {dataset.name!r} failed to load from {data_dir}: {error}") from error
+
+
+def plan_matrix(
+    spec: RunSpec,
+    host: PluginHost,
+    device: torch.device,
+    *,
+    eps_override: list[float] | None = None,
+    budget_overrides: dict[str, list[float]] | None = None,
+    assignments: Iterable[tuple[str, str, str, str]] = (),
+    experiment: str | None = None,
+) -> MatrixPlan:
+    """Resolve every name, setting, budget and the data; raise :class:`UsageError` on bad input."""
+    budget_overrides = budget_overrides or {}
+    _apply_set_overrides(spec, assignments)
+    _check_settings_names(spec, host)
+    registries = host.registries
+
+    dataset = registries.datasets.get(spec.dataset).configured(spec.plugin_settings("dataset", spec.dataset))
+    task = dataset.task
+
+    models: dict[str, Model] = {}
+    for name in spec.models:
+        model = registries.models.get(name).configured(spec.plugin_settings("model", name))
+        _check_task("model", name, model.tasks, task)
+        models[name] = model
+
+    defenses: dict[str, list[Defense]] = {}
+    for chain_name in spec.defenses:
+        chain = []
+        for name in split_chain(chain_name):
+            defense = registries.defenses.get(name).configured(spec.plugin_settings("defense", name))
+            _check_task("defense", name, defense.tasks, task)
+            chain.append(defense)
+        check_chain(chain)
+        defenses[CHAIN_SEPARATOR.join(d.name for d in chain)] = chain
+    if STANDARD_DEFENSE not in registries.defenses:
+        raise UsageError(
+            f"the standard-training defense {STANDARD_DEFENSE!r} is not registered "
+            "(is the plugin 'art' disabled?)"
+        )
+
+    attacks: dict[str, Attack] = {}
+    for name in spec.attacks:
+        attack = registries.attacks.get(name).configured(spec.plugin_settings("attack", name))
+        _check_task("attack", name, attack.tasks, task)
+        attacks[name] = attack
+
+    known_budget_names = set(attacks) | {a.budget_name for a in attacks.values()}
+    for name in budget_overrides:
+        if name not in known_budget_names:
+            raise UsageError(
+                f"--budget: {unknown_name_message('attack or budget name', name, known_budget_names)}"
+            )
+    budgets = {
+        name: resolve_budgets(a, spec.budgets, eps_override, budget_overrides) for name, a in attacks.items()
+    }
+
+    metrics = [m for m in registries.metrics if task in m.tasks]
+    bundle = load_dataset(dataset, spec.data_dir, spec.seed)
+    test_size = len(bundle.test)  # type: ignore[arg-type]
+    if test_size == 0:
+        raise UsageError(f"dataset {dataset.name!r} has an empty test split")
+    if spec.n_eval is not None and spec.n_eval > test_size:
+        raise UsageError(f"--n-eval {spec.n_eval} is larger than the test split ({test_size} samples)")
+    n_eval = spec.n_eval or test_size
+
+    involved = {host.registries.datasets.owner(dataset.name)}
+    involved |= {registries.models.owner(n) for n in models}
+    involved |= {registries.defenses.owner(d.name) for chain in defenses.values() for d in chain}
+    involved |= {registries.defenses.owner(STANDARD_DEFENSE)}
+    involved |= {registries.attacks.owner(n) for n in attacks}
+    versions = {info.name: info.version for info in host.infos if info.name in involved}
+
+    plan = MatrixPlan(
+        spec=spec,
+        dataset=dataset,
+        bundle=bundle,
+        models=models,
+        defenses=defenses,
+        attacks=attacks,
+        budgets=budgets,
+        metrics=metrics,
+        cells=[],
+        device=device,
+        n_eval=n_eval,
+        experiment=experiment or spec.name,
+        plugin_versions=versions,
+    )
+    plan.cells = _make_cells(plan)
+    return plan
+
+
+def _make_cells(plan: MatrixPlan) -> list[Cell]:
+    cells: list[Cell] = []
+    for model_name in plan.models:
+        for defense_name in plan.defenses:
+            for attack_name, attack in plan.attacks.items():
+                for budget in plan.budgets[attack_name]:
+                    cell = Cell(
+                        index=len(cells),
+                        model=model_name,
+                        defense=defense_name,
+                        attack=attack_name,
+                        budget_name=attack.budget_name,
+                        budget=budget,
+                        threat_model=attack.threat_model,
+                    )
+                    cell.key = cell_key(plan, cell)
+                    cells.append(cell)
+    return cells
+
+
+def cell_key(plan: MatrixPlan, cell: Cell) -> str:
+    """Hash of everything that defines a cell's result (``medbench.cell_key``)."""
+    return stable_hash(
+        {
+            "medbench": __version__,
+            "dataset": plan.bundle.fingerprint,
+            "model": [cell.model, plan.models[cell.model].settings_dict(), plan.spec.weights],
+            "defense": [[d.name, d.settings_dict()] for d in plan.defenses[cell.defense]],
+            "training": plan.spec.training,
+            "attack": [cell.attack, plan.attacks[cell.attack].settings_dict()],
+            "budget": [cell.budget_name, cell.budget],
+            "n_eval": plan.n_eval,
+            "seed": plan.spec.seed,
+        },
+        length=32,
+    )
+
+
+def cell_seed(plan: MatrixPlan, cell: Cell) -> int:
+    """A per-cell seed derived from the run's seed and the cell's identity."""
+    return int(stable_hash({"seed": plan.spec.seed, "cell": cell.label}, length=8), 16)
+
+
+def cell_params(plan: MatrixPlan, cell: Cell) -> dict[str, Any]:
+    """MLflow params of a cell (DESIGN.md §6)."""
+    params: dict[str, Any] = {
+        "dataset": plan.dataset.name,
+        "model": cell.model,
+        "defense": cell.defense,
+        "attack": cell.attack,
+        "budget_name": cell.budget_name,
+        "budget": cell.budget,
+        "budget_text": format_budget(cell.budget),
+        "threat_model": cell.threat_model,
+        "n_eval": plan.n_eval,
+        "seed": plan.spec.seed,
+        "weights": plan.spec.weights,
+    }
+    params.update({f"training.{k}": v for k, v in vars(plan.spec.training).items()})
+    params.update({f"dataset.{k}": v for k, v in plan.dataset.settings_dict().items()})
+    params.update({f"model.{k}": v for k, v in plan.models[cell.model].settings_dict().items()})
+    params.update({f"attack.{k}": v for k, v in plan.attacks[cell.attack].settings_dict().items()})
+    chain = plan.defenses[cell.defense]
+    for defense in chain:
+        prefix = "defense." if len(chain) == 1 else f"defense.{defense.name}."
+        params.update({f"{prefix}{k}": v for k, v in defense.settings_dict().items()})
+    return params
+
+
+# --------------------------------------------------------------------------- running
+
+
+def check_adversarial(cell: Cell, x: torch.Tensor, x_adv: torch.Tensor) -> None:
+    """Raise :class:`CellError` if an attack's output leaves [0, 1] or its budget."""
+    if x_adv.shape != x.shape:
+        raise CellError(
+            f"attack {cell.attack!r} returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x_adv).all():
+        raise CellError(f"attack {cell.attack!r} returned NaN or infinite values")
+    low, high = float(x_adv.min()), float(x_adv.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise CellError(f"attack {cell.attack!r} left the valid range [0, 1]: min {low:.6g}, max {high:.6g}")
+    delta = (x_adv - x).flatten(1)
+    if cell.threat_model == "linf":
+        linf = float(delta.abs().max()) if delta.numel() else 0.0
+        if linf > cell.budget + LINF_TOLERANCE:
+            raise CellError(
+                f"attack {cell.attack!r} exceeded its budget: ||delta||_inf = {linf:.6g} > {cell.budget:.6g}"
+            )
+    elif cell.threat_model == "l2":
+        l2 = float(delta.norm(dim=1).max()) if delta.numel() else 0.0
+        if l2 > cell.budget + L2_TOLERANCE:
+            raise CellError(
+                f"attack {cell.attack!r} exceeded its budget: ||delta||_2 = {l2:.6g} > {cell.budget:.6g}"
+            )
+
+
+def eval_tensors(bundle: DatasetBundle, n_eval: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_eval`` test samples as two tensors."""
+    items = [bundle.test[i] for i in range(n_eval)]
+    x = torch.stack([item[0] for item in items]).float()
+    y = torch.stack([torch.as_tensor(item[1]) for item in items])
+    return x, y
+
+
+class MatrixRunner:
+    """Runs a :class:`MatrixPlan`, logging to MLflow through a :class:`Tracker`."""
+
+    def __init__(
+        self,
+        plan: MatrixPlan,
+        host: PluginHost,
+        tracker: Tracker,
+        progress: ProgressSink,
+        cache: ModelCache,
+    ) -> None:
+        self.plan = plan
+        self.host = host
+        self.tracker = tracker
+        self.progress = progress
+        self.cache = cache
+        self.results: list[CellResult] = []
+
+    def run(self) -> list[CellResult]:
+        plan = self.plan
+        plan.parent_run_id = self.tracker.start_run(
+            name=f"{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            params=self._parent_params(),
+            tags=self._parent_tags(),
+        )
+        status = "FAILED"
+        try:
+            self._hooks("before_matrix", matrix=plan)
+            self.progress.start_matrix(len(plan.cells))
+            x_eval, y_eval = eval_tensors(plan.bundle, plan.n_eval)
+            x_eval, y_eval = x_eval.to(plan.device), y_eval.to(plan.device)
+            for model_name in plan.models:
+                builder = self._builder(model_name)
+                for defense_name, chain in plan.defenses.items():
+                    group = [c for c in plan.cells if c.model == model_name and c.defense == defense_name]
+                    self._run_group(builder, chain, group, x_eval, y_eval)
+            self._hooks("after_matrix", matrix=plan, results=self.results)
+            self._log_summary()
+            status = "FINISHED" if all(r.status == "FINISHED" for r in self.results) else "FAILED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.tracker.finish(plan.parent_run_id, status)
+        return self.results
+
+    # ------------------------------------------------------------------ pieces
+
+    def _builder(self, model_name: str) -> DefenseBuilder:
+        plan = self.plan
+        return DefenseBuilder(
+            dataset=plan.bundle,
+            model_name=model_name,
+            model=plan.models[model_name],
+            weights=plan.spec.weights,
+            standard=self.host.registries.defenses.get(STANDARD_DEFENSE).configured(
+                plan.spec.plugin_settings("defense", STANDARD_DEFENSE)
+            ),
+            training=plan.spec.training,
+            device=plan.device,
+            seed=plan.spec.seed,
+            cache=self.cache,
+            plugin_versions=plan.plugin_versions,
+            on_epoch=lambda label: (
+                lambda epoch, epochs, loss, acc: self.progress.training(
+                    f"{model_name}/{label}", epoch, epochs, loss, acc
+                )
+            ),
+            on_cache_hit=lambda label: self.progress.message(
+                f"{model_name}/{label}: trained weights from cache"
+            ),
+        )
+
+    def _run_group(
+        self,
+        builder: DefenseBuilder,
+        chain: list[Defense],
+        cells: list[Cell],
+        x_eval: torch.Tensor,
+        y_eval: torch.Tensor,
+    ) -> None:
+        try:
+            defended = builder.build(chain)
+            estimator = classifier_estimator(defended, self.plan.bundle, self.plan.device)
+            clean_logits = predict_logits(estimator, x_eval, self.plan.spec.eval_batch_size)
+            if not torch.isfinite(clean_logits).all():
+                raise CellError(
+                    f"model {cells[0].model!r} with defense {cells[0].defense!r} "
+                    "returned NaN or infinite logits on clean input"
+                )
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as error:
+            message = _one_line(error)
+            details = traceback.format_exc()
+            for cell in cells:
+                self._fail_cell(cell, f"building the defended model failed: {message}", details)
+            return
+        for cell in cells:
+            self._run_cell(cell, defended, estimator, x_eval, y_eval, clean_logits)
+
+    def _run_cell(
+        self,
+        cell: Cell,
+        defended: DefendedModel,
+        estimator: Any,
+        x_eval: torch.Tensor,
+        y_eval: torch.Tensor,
+        clean_logits: torch.Tensor,
+    ) -> None:
+        plan = self.plan
+        attack = plan.attacks[cell.attack]
+        batch_size = plan.spec.eval_batch_size
+        batches = range(0, x_eval.shape[0], batch_size)
+        cell.run_id = self.tracker.start_run(
+            cell.label, cell_params(plan, cell), self._cell_tags(cell), plan.parent_run_id
+        )
+        self._hooks("before_cell", cell=cell)
+        self.progress.start_cell(cell, len(batches))
+        try:
+            seed = cell_seed(plan, cell)
+            started = time.perf_counter()
+            adversarial = []
+            for number, start in enumerate(batches):
+                x = x_eval[start : start + batch_size]
+                y = y_eval[start : start + batch_size]
+                x_adv = attack.generate(estimator, x, y, cell.budget, seed=seed + number)
+                check_adversarial(cell, x, x_adv)
+                adversarial.append(x_adv.detach())
+                self.progress.advance_cell()
+            x_adv_all = torch.cat(adversarial)
+            adv_logits = predict_logits(estimator, x_adv_all, batch_size)
+            if plan.device.type == "cuda":
+                torch.cuda.synchronize(plan.device)
+            seconds = time.perf_counter() - started
+            if not torch.isfinite(adv_logits).all():
+                raise CellError("the model returned NaN or infinite logits on the adversarial inputs")
+            metrics = classification_metrics(
+                y_eval, clean_logits, adv_logits, x_eval, x_adv_all, multilabel=plan.bundle.multilabel
+            )
+            metrics["seconds"] = seconds
+            metrics.update(self._plugin_metrics(cell, x_eval, x_adv_all, y_eval, clean_logits, adv_logits))
+            self.tracker.log_metrics(cell.run_id, metrics)
+            with tempfile.TemporaryDirectory() as directory:
+                grid = example_grid(x_eval, x_adv_all, Path(directory) / "examples.png")
+                self.tracker.log_artifact(cell.run_id, grid)
+            self.tracker.finish(cell.run_id, "FINISHED")
+            result = CellResult(cell, "FINISHED", metrics)
+        except KeyboardInterrupt:
+            self.tracker.finish(cell.run_id, "KILLED")
+            raise
+        except Exception as error:
+            self.tracker.fail(cell.run_id, _one_line(error), traceback.format_exc())
+            result = CellResult(cell, "FAILED", error=_one_line(error))
+        self._record(result)
+
+    def _plugin_metrics(
+        self,
+        cell: Cell,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        y: torch.Tensor,
+        clean_logits: torch.Tensor,
+        adv_logits: torch.Tensor,
+    ) -> dict[str, float]:
+        if not self.plan.metrics:
+            return {}
+        outputs = CellOutputs(
+            x_clean=x.cpu(),
+            x_adv=x_adv.cpu(),
+            labels=y.cpu(),
+            clean_logits=clean_logits.cpu(),
+            adv_logits=adv_logits.cpu(),
+            budget=cell.budget,
+            budget_name=cell.budget_name,
+            task=self.plan.bundle.task,
+        )
+        return {metric.name: float(metric.compute(outputs)) for metric in self.plan.metrics}
+
+    def _fail_cell(self, cell: Cell, error: str, details: str) -> None:
+        cell.run_id = self.tracker.start_run(
+            cell.label, cell_params(self.plan, cell), self._cell_tags(cell), self.plan.parent_run_id
+        )
+        self.progress.start_cell(cell, 1)
+        self.tracker.fail(cell.run_id, error, details)
+        self._record(CellResult(cell, "FAILED", error=error))
+
+    def _record(self, result: CellResult) -> None:
+        self.results.append(result)
+        self.progress.end_cell(result)
+        self._hooks("after_cell", cell=result.cell, result=result)
+
+    def _hooks(self, name: str, **kwargs: Any) -> None:
+        for problem in self.host.call(name, **kwargs):
+            self.progress.message(f"warning: {problem}")
+
+    def _parent_params(self) -> dict[str, Any]:
+        plan = self.plan
+        params: dict[str, Any] = {
+            "suite": plan.spec.name,
+            "dataset": plan.dataset.name,
+            "data_dir": plan.spec.data_dir,
+            "models": ",".join(plan.models),
+            "defenses": ",".join(plan.defenses),
+            "attacks": ",".join(plan.attacks),
+            "n_eval": plan.n_eval,
+            "seed": plan.spec.seed,
+            "device": str(plan.device),
+            "weights": plan.spec.weights,
+        }
+        params.update({f"budgets.{name}": format_budgets(values) for name, values in plan.budgets.items()})
+        params.update({f"training.{k}": v for k, v in vars(plan.spec.training).items()})
+        return params
+
+    def _common_tags(self) -> dict[str, str]:
+        plan = self.plan
+        return {
+            "medbench.version": __version__,
+            "medbench.suite": plan.spec.name,
+            "medbench.dataset_fingerprint": plan.bundle.fingerprint,
+            "medbench.plugins": ",".join(f"{n}=={v}" for n, v in sorted(plan.plugin_versions.items())),
+        }
+
+    def _parent_tags(self) -> dict[str, str]:
+        return {
+            **self._common_tags(),
+            "medbench.role": "matrix",
+            "medbench.spec_source": self.plan.spec.source,
+        }
+
+    def _cell_tags(self, cell: Cell) -> dict[str, str]:
+        return {**self._common_tags(), "medbench.role": "cell", "medbench.cell_key": cell.key}
+
+    def _log_summary(self) -> None:
+        import json
+
+        from medbench.report import results_document
+
+        plan = self.plan
+        assert plan.parent_run_id is not None
+        document = results_document(plan.experiment, plan.parent_run_id, plan.dataset.name, self.results)
+        self.tracker.log_text(plan.parent_run_id, json.dumps(document, indent=2), "results.json")
+        finished = [r for r in self.results if r.status == "FINISHED"]
+        summary: dict[str, float] = {
+            "cells_finished": float(len(finished)),
+            "cells_failed": float(len(self.results) - len(finished)),
+        }
+        self.tracker.log_metrics(plan.parent_run_id, summary)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (
+        f"{type(error).__name__}: {text[0]}"
+        if text and not isinstance(error, CellError)
+        else (text[0] if text else type(error).__name__)
+    )

@@ -1,0 +1,84 @@
+"""Results: the ``--json`` document and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from medbench.budgets import format_budget
+
+if TYPE_CHECKING:
+    from medbench.matrix import CellResult
+
+TABLE_METRICS = (
+    ("clean_accuracy", "clean acc"),
+    ("robust_accuracy", "robust acc"),
+    ("attack_success_rate", "success"),
+    ("linf_max", "L∞ max"),
+    ("ssim_mean", "SSIM"),
+    ("seconds", "seconds"),
+)
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def results_document(
+    experiment: str, parent_run_id: str, dataset: str, results: Sequence[CellResult]
+) -> dict[str, Any]:
+    """The JSON document of DESIGN.md §4 (NaN and infinities become ``null``)."""
+    cells = []
+    for result in results:
+        cell = result.cell
+        entry: dict[str, Any] = {
+            "dataset": dataset,
+            "model": cell.model,
+            "defense": cell.defense,
+            "attack": cell.attack,
+            "budget_name": cell.budget_name,
+            "budget": cell.budget,
+            "threat_model": cell.threat_model,
+            "status": result.status,
+            "run_id": cell.run_id,
+            "metrics": {k: _json_number(v) for k, v in result.metrics.items()},
+        }
+        if result.error:
+            entry["error"] = result.error
+        cells.append(entry)
+    return {"experiment": experiment, "parent_run_id": parent_run_id, "cells": cells}
+
+
+def _format(value: float | None, name: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if name == "seconds":
+        return f"{value:.1f}"
+    if name == "linf_max":
+        return f"{value * 255:.2f}/255"
+    return f"{value:.3f}"
+
+
+def results_table(results: Sequence[CellResult], title: str = "medbench results") -> Table:
+    """A rich table, one row per cell."""
+    table = Table(title=title, show_lines=False)
+    for header in ("model", "defense", "attack", "budget"):
+        table.add_column(header)
+    for _, header in TABLE_METRICS:
+        table.add_column(header, justify="right")
+    table.add_column("status")
+    for result in results:
+        cell = result.cell
+        status = "[green]ok[/]" if result.status == "FINISHED" else f"[red]FAILED[/] {result.error or ''}"
+        table.add_row(
+            cell.model,
+            cell.defense,
+            cell.attack,
+            f"{cell.budget_name}={format_budget(cell.budget)}",
+            *(_format(result.metrics.get(name), name) for name, _ in TABLE_METRICS),
+            status,
+        )
+    return table

@@ -1,0 +1,298 @@
+"""Run specifications: suites (YAML), ``--spec`` files and command-line overrides.
+
+A suite or spec file is a YAML mapping with these keys (all optional except where a
+suite needs them)::
+
+    name: smoke                     # experiment name unless --experiment is given
+    description: one line
+    dataset: phantom2d
+    data_dir: null                  # for file-based datasets
+    models: [smallcnn]
+    weights: null                   # model weights: null, a local file, or imagenet
+    defenses: [none, at-pgd]
+    attacks: [fgsm, pgd, gn]
+    budgets:                        # by budget name (eps, sigma, ...) or by attack name
+      eps: [2/255, 8/255]
+      sigma: [2/255, 8/255]
+    n_eval: null                    # test samples to attack; null = the whole test split
+    seed: 0
+    training: {epochs: 5, batch_size: 64, lr: 0.001, weight_decay: 0.0}
+    eval_batch_size: 128
+    settings:                       # plugin settings, by kind then name
+      attack: {pgd: {max_iter: 10}}
+      defense: {at-pgd: {eps: 8/255}}
+      model: {}
+      dataset: {phantom2d: {image_size: 64}}
+
+Unknown keys are an error with a did-you-mean. YAML is always loaded with ``safe_load``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medbench.budgets import parse_budget_list
+from medbench.errors import UsageError, unknown_name_message
+from medbench.settings import build_settings
+
+DEFAULT_SUITE = "smoke"
+SUITES_ENV = "MEDBENCH_SUITES_PATH"
+PLUGIN_KINDS = ("attack", "defense", "model", "dataset")
+MAX_SPEC_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How defenses train models (Adam; every defense uses these unless its settings say otherwise).
+
+    Attributes:
+        epochs: Passes over the training split.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise ValueError("epochs must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one ``medbench run``: a matrix and how to run it."""
+
+    name: str = "medbench"
+    description: str = ""
+    dataset: str = "phantom2d"
+    data_dir: Path | None = None
+    models: list[str] = field(default_factory=lambda: ["smallcnn"])
+    weights: str | None = None
+    defenses: list[str] = field(default_factory=lambda: ["none"])
+    attacks: list[str] = field(default_factory=lambda: ["fgsm"])
+    budgets: dict[str, list[float]] = field(default_factory=dict)
+    n_eval: int | None = None
+    seed: int = 0
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    eval_batch_size: int = 128
+    settings: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {kind: {} for kind in PLUGIN_KINDS}
+    )
+    source: str = "defaults"
+
+    def plugin_settings(self, kind: str, name: str) -> dict[str, Any]:
+        """Settings given for plugin ``name`` of ``kind`` (``attack``, ``defense``, ...)."""
+        return dict(self.settings.get(kind, {}).get(name, {}))
+
+
+_SPEC_KEYS = {f.name for f in fields(RunSpec)} - {"source"}
+
+
+def _require_list_of_names(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise UsageError(f"spec key {key!r} must be a non-empty list of names, got {value!r}")
+    return value
+
+
+def _require_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"spec key {key!r} must be an integer, got {value!r}")
+    if value < minimum:
+        raise UsageError(f"spec key {key!r} must be >= {minimum}, got {value}")
+    return value
+
+
+def _parse_settings(value: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    result: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in PLUGIN_KINDS}
+    if value is None:
+        return result
+    if not isinstance(value, Mapping):
+        raise UsageError("spec key 'settings' must be a mapping of kind -> name -> settings")
+    for kind, by_name in value.items():
+        if kind not in PLUGIN_KINDS:
+            raise UsageError(
+                f"spec 'settings': {unknown_name_message('plugin kind', str(kind), PLUGIN_KINDS)}"
+            )
+        if not isinstance(by_name, Mapping):
+            raise UsageError(f"spec 'settings.{kind}' must be a mapping of name -> settings")
+        for name, values in by_name.items():
+            if not isinstance(values, Mapping):
+                raise UsageError(f"spec 'settings.{kind}.{name}' must be a mapping of setting -> value")
+            result[kind][str(name)] = {str(k): v for k, v in values.items()}
+    return result
+
+
+def spec_from_mapping(data: Any, source: str) -> RunSpec:
+    """Validate a parsed YAML mapping and turn it into a :class:`RunSpec`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{source}: a spec must be a YAML mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in _SPEC_KEYS:
+            raise UsageError(f"{source}: {unknown_name_message('spec key', str(key), _SPEC_KEYS)}")
+    spec = RunSpec(source=source)
+    try:
+        for key, value in data.items():
+            if key in {"models", "defenses", "attacks"}:
+                setattr(spec, key, _require_list_of_names(key, value))
+            elif key in {"name", "description", "dataset"}:
+                if not isinstance(value, str) or (key != "description" and not value):
+                    raise UsageError(f"spec key {key!r} must be a non-empty string, got {value!r}")
+                setattr(spec, key, value)
+            elif key == "weights":
+                spec.weights = None if value is None else str(value)
+            elif key == "data_dir":
+                spec.data_dir = None if value is None else Path(str(value))
+            elif key == "budgets":
+                if not isinstance(value, Mapping):
+                    raise UsageError("spec key 'budgets' must map a budget or attack name to a list")
+                spec.budgets = {str(k): parse_budget_list(v) for k, v in value.items()}
+            elif key == "n_eval":
+                spec.n_eval = None if value is None else _require_int(key, value, 1)
+            elif key == "seed":
+                spec.seed = _require_int(key, value, 0)
+            elif key == "eval_batch_size":
+                spec.eval_batch_size = _require_int(key, value, 1)
+            elif key == "training":
+                if not isinstance(value, Mapping):
+                    raise UsageError("spec key 'training' must be a mapping")
+                spec.training = build_settings(TrainingSettings, value, "spec 'training'")
+            elif key == "settings":
+                spec.settings = _parse_settings(value)
+    except UsageError as error:
+        raise UsageError(f"{source}: {error}") from None
+    return spec
+
+
+def load_spec_file(path: Path) -> RunSpec:
+    """Read and validate a spec file (``--spec``)."""
+    if not path.is_file():
+        raise UsageError(f"spec file not found: {path}")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise UsageError(f"spec file {path} is larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"{path}: not valid YAML ({first_line})") from None
+    return spec_from_mapping(data, str(path))
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def suite_dirs() -> list[Path]:
+    """Where suites are looked up, in order.
+
+    ``$MEDBENCH_SUITES_PATH`` (``os.pathsep``-separated), ``./leaderboards/suites``, the
+    source checkout's ``leaderboards/suites`` and ``<prefix>/share/medbench/suites`` of an
+    installed wheel.
+    """
+    dirs = [Path(p) for p in os.environ.get(SUITES_ENV, "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "leaderboards" / "suites")
+    dirs.append(Path(__file__).resolve().parents[2] / "leaderboards" / "suites")
+    dirs.append(Path(sys.prefix) / "share" / "medbench" / "suites")
+    unique: list[Path] = []
+    for directory in dirs:
+        if directory not in unique:
+            unique.append(directory)
+    return unique
+
+
+def available_suites() -> dict[str, Path]:
+    """Every suite name found on the search path (first match wins)."""
+    found: dict[str, Path] = {}
+    for directory in suite_dirs():
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.yaml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def load_suite(name: str) -> RunSpec:
+    """Load suite ``name`` (a name on the search path, or a path to a YAML file)."""
+    candidate = Path(name)
+    if candidate.suffix in {".yaml", ".yml"} and candidate.is_file():
+        return load_spec_file(candidate)
+    suites = available_suites()
+    if name not in suites:
+        raise UsageError(unknown_name_message("suite", name, suites))
+    spec = load_spec_file(suites[name])
+    return spec
+
+
+# --------------------------------------------------------------------------- CLI overrides
+
+
+def parse_assignment(text: str) -> tuple[str, str, str, str]:
+    """Parse ``--set kind.name.key=value`` into its four parts."""
+    if "=" not in text:
+        raise UsageError(f"malformed --set {text!r}: expected kind.name.key=value")
+    target, value = text.split("=", 1)
+    parts = target.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(
+            f"malformed --set {text!r}: expected kind.name.key=value, e.g. attack.pgd.max_iter=20"
+        )
+    kind, name, key = parts
+    if kind not in PLUGIN_KINDS:
+        raise UsageError(
+            f"malformed --set {text!r}: {unknown_name_message('plugin kind', kind, PLUGIN_KINDS)}"
+        )
+    return kind, name, key, value
+
+
+def parse_budget_override(text: str) -> tuple[str, list[float]]:
+    """Parse ``--budget NAME=2/255,8/255`` (NAME: an attack or a budget name)."""
+    if "=" not in text:
+        raise UsageError(f"malformed --budget {text!r}: expected NAME=VALUES, e.g. q_max=20,30")
+    name, values = text.split("=", 1)
+    if not name.strip():
+        raise UsageError(f"malformed --budget {text!r}: empty name")
+    return name.strip(), parse_budget_list(values)
+
+
+def with_overrides(spec: RunSpec, overrides: Mapping[str, Any]) -> RunSpec:
+    """Return a copy of ``spec`` with the command line's values applied (None = not given)."""
+    result = copy.deepcopy(spec)
+    for key in ("dataset", "weights", "n_eval", "seed", "eval_batch_size"):
+        if overrides.get(key) is not None:
+            setattr(result, key, overrides[key])
+    if overrides.get("data_dir") is not None:
+        result.data_dir = Path(overrides["data_dir"])
+    for key in ("models", "defenses", "attacks"):
+        names: Sequence[str] | None = overrides.get(key)
+        if names:
+            result_names: list[str] = []
+            for item in names:
+                result_names.extend(part.strip() for part in item.split(",") if part.strip())
+            setattr(result, key, result_names)
+    if overrides.get("epochs") is not None:
+        result.training = build_settings(
+            TrainingSettings, {**_as_dict(result.training), "epochs": overrides["epochs"]}, "--epochs"
+        )
+    return result
+
+
+def _as_dict(settings: TrainingSettings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}

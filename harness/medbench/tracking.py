@@ -1,0 +1,112 @@
+"""MLflow logging (DESIGN.md §6): one parent run per ``medbench run``, one nested run per cell.
+
+The tracking URI is ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else
+``sqlite:///mlflow.db`` in the working directory. A cell's run is marked FINISHED only
+after all its metrics and artifacts are logged; a failing cell is marked FAILED with the
+error as the tag ``medbench.error`` and the traceback as the artifact ``error.txt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
+
+
+def resolve_tracking_uri(cli_value: str | None) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
+    if cli_value:
+        return cli_value
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _quiet_mlflow() -> None:
+    # MLflow's store migrations and emoji run links are noise on a benchmark's stderr
+    for name in ("mlflow", "alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """Writes runs, params, tags, metrics and artifacts through ``MlflowClient``."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        _quiet_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is None:
+            self.experiment_id = self.client.create_experiment(experiment)
+        else:
+            if existing.lifecycle_stage == "deleted":
+                self.client.restore_experiment(existing.experiment_id)
+            self.experiment_id = existing.experiment_id
+        self.experiment = experiment
+
+    def start_run(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Create a RUNNING run (nested under ``parent_run_id`` when given) and log its params."""
+        from mlflow.entities import Param
+
+        all_tags = {"mlflow.runName": name, **tags}
+        if parent_run_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(
+            self.experiment_id, tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in all_tags.items()}
+        )
+        run_id: str = run.info.run_id
+        param_list = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(param_list), 100):
+            self.client.log_batch(run_id, params=param_list[start : start + 100], tags=[], metrics=[])
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+        for start in range(0, len(entries), 500):
+            self.client.log_batch(run_id, metrics=entries[start : start + 500], params=[], tags=[])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(
+            run_id, tags=[RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()], metrics=[], params=[]
+        )
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, file_name: str) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / file_name
+            path.write_text(text, encoding="utf-8")
+            self.log_artifact(run_id, path)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self.client.set_terminated(run_id, status=status)
+
+    def fail(self, run_id: str, error: str, details: str | None = None) -> None:
+        """Mark a run FAILED with the error message as a tag and the details as ``error.txt``."""
+        try:
+            self.set_tags(run_id, {"medbench.error": error})
+            if details:
+                self.log_text(run_id, details, "error.txt")
+        finally:
+            self.finish(run_id, "FAILED")

@@ -1,0 +1,125 @@
+"""The training loop every training defense shares (standard, adversarial, custom losses)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medbench.api import DatasetBundle, DefendedModel
+from medbench.errors import CellError
+from medbench.forward import defended_logits
+from medbench.spec import TrainingSettings
+
+Perturb = Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor]
+EpochCallback = Callable[[int, int, float, float], None]
+"""``(epoch, epochs, train_loss, val_accuracy)`` after each epoch."""
+
+
+@dataclass
+class TrainingHistory:
+    """Loss and validation accuracy per epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+
+def default_loss(dataset: DatasetBundle) -> nn.Module:
+    """Cross-entropy, or BCE-with-logits for multi-label data."""
+    return nn.BCEWithLogitsLoss() if dataset.multilabel else nn.CrossEntropyLoss()
+
+
+def evaluate_accuracy(
+    defended: DefendedModel, dataset: DatasetBundle, split: str, device: torch.device, batch_size: int = 256
+) -> float:
+    """Clean accuracy on a split (``val`` or ``test``); NaN for an empty split."""
+    loader = DataLoader(getattr(dataset, split), batch_size=batch_size, shuffle=False)
+    defended.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            logits = defended_logits(defended, x.to(device))
+            y = y.to(device)
+            if dataset.multilabel:
+                correct += int(((logits > 0) == (y > 0.5)).all(dim=1).sum())
+            else:
+                correct += int((logits.argmax(dim=1) == y).sum())
+            total += y.shape[0]
+    return correct / total if total else float("nan")
+
+
+def train_defended(
+    defended: DefendedModel,
+    dataset: DatasetBundle,
+    settings: TrainingSettings,
+    device: torch.device,
+    seed: int,
+    *,
+    perturb: Perturb | None = None,
+    loss: LossFn | None = None,
+    parameters: list[nn.Parameter] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrainingHistory:
+    """Train ``defended`` in place with Adam on the training split.
+
+    Args:
+        defended: The model (and extra modules) to train; moved to ``device``.
+        dataset: Its ``train`` split is used for training, ``val`` for the per-epoch accuracy.
+        settings: Epochs, batch size, learning rate, weight decay.
+        device: Where to train.
+        seed: Seeds the shuffling (and any randomness of ``perturb``).
+        perturb: ``(defended, x, y) -> x'`` applied to every batch with the modules in eval
+            mode (adversarial training); must return values in [0, 1].
+        loss: ``(defended, x, y) -> scalar`` replacing the default loss on the batch.
+        parameters: What to optimise (default: everything in the model and extra modules).
+        on_epoch: Progress callback.
+
+    Raises:
+        CellError: The loss became NaN or infinite.
+    """
+    defended.to(device)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset.train, batch_size=settings.batch_size, shuffle=True, generator=generator)
+    if parameters is None:
+        parameters = list(defended.model.parameters())
+        for module in defended.modules.values():
+            parameters.extend(module.parameters())
+    trainable = [p for p in parameters if p.requires_grad]
+    if not trainable:
+        raise CellError("nothing to train: every parameter is frozen")
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    criterion = default_loss(dataset)
+    history = TrainingHistory()
+    for epoch in range(settings.epochs):
+        total_loss, batches = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if perturb is not None:
+                defended.eval()
+                x = perturb(defended, x, y).detach()
+            _set_train(defended)
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(defended, x, y) if loss is not None else criterion(defended_logits(defended, x), y)
+            if not torch.isfinite(value):
+                raise CellError(f"training diverged: loss is {float(value)} at epoch {epoch + 1}")
+            value.backward()
+            optimizer.step()
+            total_loss += float(value.detach())
+            batches += 1
+        history.train_loss.append(total_loss / max(batches, 1))
+        history.val_accuracy.append(evaluate_accuracy(defended, dataset, "val", device))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, settings.epochs, history.train_loss[-1], history.val_accuracy[-1])
+    defended.eval()
+    return history
+
+
+def _set_train(defended: DefendedModel) -> None:
+    defended.model.train()
+    for module in defended.modules.values():
+        module.train()

@@ -1,0 +1,32 @@
+"""Built-in plugin ``art``: standard attacks on IBM ART and the baseline defenses.
+
+Attacks: ``fgsm``, ``bim``, ``pgd``, ``mifgsm`` (ART evasion attacks on the
+``PyTorchClassifier``) and ``gn`` (Gaussian noise). Defenses: ``none`` (standard training)
+and ``at-pgd`` (PGD adversarial training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from medbench import hookimpl
+from medbench.api import Attack, Defense
+from medbench_art.adversarial_training import PGDAdversarialTraining
+from medbench_art.bim import BIM
+from medbench_art.fgsm import FGSM
+from medbench_art.gn import GaussianNoise
+from medbench_art.mifgsm import MIFGSM
+from medbench_art.pgd import PGD
+from medbench_art.standard import StandardTraining
+
+
+@hookimpl
+def register_attacks(register: Callable[[Attack], None]) -> None:
+    for attack in (FGSM(), BIM(), PGD(), MIFGSM(), GaussianNoise()):
+        register(attack)
+
+
+@hookimpl
+def register_defenses(register: Callable[[Defense], None]) -> None:
+    register(StandardTraining())
+    register(PGDAdversarialTraining())
