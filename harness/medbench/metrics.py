@@ -139,6 +139,37 @@ def accuracy(logits: Tensor, labels: Tensor, multilabel: bool = False) -> float:
     return _ratio(int(correct.sum().item()), correct.numel())
 
 
+def robust_accuracy(
+    clean_logits: Tensor, adv_logits: Tensor, labels: Tensor, multilabel: bool = False
+) -> float:
+    """Return the share of samples classified correctly both clean and under attack.
+
+    A sample is robust only if the model is right on every input of the threat model's
+    ball around it, and the clean input is one of them: an attack that happens to turn a
+    wrong prediction into a right one does not make that sample robust (RobustBench's
+    convention). Hence ``robust_accuracy <= clean_accuracy`` always, and
+    ``robust_accuracy = clean_accuracy * (1 - attack_success_rate)``.
+
+    Args:
+        clean_logits: Outputs on clean inputs, shape ``(N, K)``.
+        adv_logits: Outputs on adversarial inputs, same shape.
+        labels: Class indices ``(N,)``, or 0/1 targets ``(N, K)`` when ``multilabel``.
+        multilabel: Use the multi-label (all labels right at threshold 0) correctness.
+
+    Returns:
+        Robust accuracy in [0, 1]; NaN for an empty batch.
+    """
+    if clean_logits.shape != adv_logits.shape:
+        raise ValueError(
+            f"clean and adversarial logits differ in shape: "
+            f"{tuple(clean_logits.shape)} vs {tuple(adv_logits.shape)}"
+        )
+    clean_ok = _correct(clean_logits, labels, multilabel)
+    adv_ok = _correct(adv_logits, labels, multilabel).to(clean_ok.device)
+    both = clean_ok & adv_ok
+    return _ratio(int(both.sum().item()), both.numel())
+
+
 def attack_success_rate(
     clean_logits: Tensor, adv_logits: Tensor, labels: Tensor, multilabel: bool = False
 ) -> float:
@@ -391,7 +422,7 @@ def classification_metrics(
     ssim_mean = float(per_sample_ssim.mean().item()) if per_sample_ssim.numel() else _NAN
     return {
         "clean_accuracy": accuracy(clean_logits, labels, multilabel),
-        "robust_accuracy": accuracy(adv_logits, labels, multilabel),
+        "robust_accuracy": robust_accuracy(clean_logits, adv_logits, labels, multilabel),
         "attack_success_rate": attack_success_rate(clean_logits, adv_logits, labels, multilabel),
         "clean_auc": auc_from_logits(clean_logits, labels, multilabel),
         "robust_auc": auc_from_logits(adv_logits, labels, multilabel),

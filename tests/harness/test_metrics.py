@@ -18,6 +18,7 @@ from medbench.metrics import (
     auc_from_logits,
     classification_metrics,
     perturbation_norms,
+    robust_accuracy,
     roc_auc,
     ssim,
 )
@@ -366,3 +367,15 @@ def test_cuda_matches_cpu() -> None:
     cuda = classification_metrics(labels.cuda(), clean.cuda(), adv.cuda(), x.cuda(), x_adv.cuda())
     for name, value in cpu.items():
         assert cuda[name] == pytest.approx(value, abs=1e-9, nan_ok=True), name
+
+
+def test_robust_accuracy_counts_only_samples_right_both_clean_and_attacked() -> None:
+    labels = torch.tensor([0, 1, 1, 0])
+    clean = torch.tensor([[2.0, 0.0], [3.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # sample 1 wrong on clean
+    adv = torch.tensor([[0.0, 2.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # the attack "fixes" sample 1
+    assert accuracy(adv, labels) == 0.75
+    assert robust_accuracy(clean, adv, labels) == 0.5
+    clean_acc = accuracy(clean, labels)
+    assert robust_accuracy(clean, adv, labels) == pytest.approx(
+        clean_acc * (1 - attack_success_rate(clean, adv, labels))
+    )
