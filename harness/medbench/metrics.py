@@ -139,6 +139,19 @@ def accuracy(logits: Tensor, labels: Tensor, multilabel: bool = False) -> float:
     return _ratio(int(correct.sum().item()), correct.numel())
 
 
+def _clean_and_adversarial_correct(
+    clean_logits: Tensor, adv_logits: Tensor, labels: Tensor, multilabel: bool
+) -> tuple[Tensor, Tensor]:
+    if clean_logits.shape != adv_logits.shape:
+        raise ValueError(
+            f"clean and adversarial logits differ in shape: "
+            f"{tuple(clean_logits.shape)} vs {tuple(adv_logits.shape)}"
+        )
+    clean_ok = _correct(clean_logits, labels, multilabel)
+    adv_ok = _correct(adv_logits, labels, multilabel).to(clean_ok.device)
+    return clean_ok, adv_ok
+
+
 def robust_accuracy(
     clean_logits: Tensor, adv_logits: Tensor, labels: Tensor, multilabel: bool = False
 ) -> float:
@@ -159,13 +172,7 @@ def robust_accuracy(
     Returns:
         Robust accuracy in [0, 1]; NaN for an empty batch.
     """
-    if clean_logits.shape != adv_logits.shape:
-        raise ValueError(
-            f"clean and adversarial logits differ in shape: "
-            f"{tuple(clean_logits.shape)} vs {tuple(adv_logits.shape)}"
-        )
-    clean_ok = _correct(clean_logits, labels, multilabel)
-    adv_ok = _correct(adv_logits, labels, multilabel).to(clean_ok.device)
+    clean_ok, adv_ok = _clean_and_adversarial_correct(clean_logits, adv_logits, labels, multilabel)
     both = clean_ok & adv_ok
     return _ratio(int(both.sum().item()), both.numel())
 
@@ -187,13 +194,7 @@ def attack_success_rate(
     Returns:
         Success rate in [0, 1]; NaN when no sample is clean-correct.
     """
-    if clean_logits.shape != adv_logits.shape:
-        raise ValueError(
-            f"clean and adversarial logits differ in shape: "
-            f"{tuple(clean_logits.shape)} vs {tuple(adv_logits.shape)}"
-        )
-    clean_ok = _correct(clean_logits, labels, multilabel)
-    adv_ok = _correct(adv_logits, labels, multilabel).to(clean_ok.device)
+    clean_ok, adv_ok = _clean_and_adversarial_correct(clean_logits, adv_logits, labels, multilabel)
     flipped = clean_ok & ~adv_ok
     return _ratio(int(flipped.sum().item()), int(clean_ok.sum().item()))
 
