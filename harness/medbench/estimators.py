@@ -8,6 +8,8 @@ front of it, and the loss and number of classes from the dataset.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -74,6 +76,27 @@ def classifier_estimator(
         preprocessing=MeanStdNormalization(normalization, device),
         device_type="gpu" if device.type == "cuda" else "cpu",
     )
+
+
+@contextmanager
+def frozen_parameters(defended: DefendedModel) -> Iterator[None]:
+    """Stop computing parameter gradients while the model is attacked, then restore the flags.
+
+    Attacks need gradients with respect to the input only; without this, every attack step
+    also pays for the weight gradients of every layer (about half of a convolution's
+    backward pass).
+    """
+    parameters = list(defended.model.parameters())
+    for module in defended.modules.values():
+        parameters.extend(module.parameters())
+    flags = [p.requires_grad for p in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(parameters, flags, strict=True):
+            parameter.requires_grad_(flag)
 
 
 def predict_logits(estimator: Any, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -25,7 +25,7 @@ from medbench.budgets import format_budget, format_budgets
 from medbench.cache import ModelCache, stable_hash
 from medbench.defending import CHAIN_SEPARATOR, STANDARD_DEFENSE, DefenseBuilder, check_chain, split_chain
 from medbench.errors import CellError, UsageError, unknown_name_message
-from medbench.estimators import classifier_estimator, predict_logits
+from medbench.estimators import classifier_estimator, frozen_parameters, predict_logits
 from medbench.images import example_grid
 from medbench.metrics import classification_metrics
 from medbench.plugins import PluginHost
@@ -459,8 +459,9 @@ class MatrixRunner:
             for cell in cells:
                 self._fail_cell(cell, f"building the defended model failed: {message}", details)
             return
-        for cell in cells:
-            self._run_cell(cell, defended, estimator, x_eval, y_eval, clean_logits)
+        with frozen_parameters(defended):
+            for cell in cells:
+                self._run_cell(cell, defended, estimator, x_eval, y_eval, clean_logits)
 
     def _run_cell(
         self,

@@ -136,3 +136,20 @@ def test_art_and_harness_forward_agree() -> None:
     ours = defended_logits(DefendedModel(estimator.model, Normalization((0.5,), (0.25,))), x)
     art_logits = estimator.predict(x.numpy())
     assert np.allclose(ours.detach().numpy(), art_logits, atol=1e-5)
+
+
+def test_frozen_parameters_give_the_same_examples_and_restore_the_flags() -> None:
+    from medbench.api import DefendedModel, Normalization
+    from medbench.estimators import frozen_parameters
+
+    estimator, x, y = _batch()
+    defended = DefendedModel(estimator.model, Normalization((0.5,), (0.25,)))
+    first_layer = next(estimator.model.parameters())
+    first_layer.requires_grad_(False)  # a deliberately frozen layer stays frozen afterwards
+    reference = PGD().generate(estimator, x, y, 8 / 255, seed=4)
+    with frozen_parameters(defended):
+        assert not any(p.requires_grad for p in estimator.model.parameters())
+        frozen = PGD().generate(estimator, x, y, 8 / 255, seed=4)
+    assert torch.equal(reference, frozen)
+    flags = [p.requires_grad for p in estimator.model.parameters()]
+    assert flags[0] is False and all(flags[1:])
