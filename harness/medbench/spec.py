@@ -58,12 +58,16 @@ class TrainingSettings:
         batch_size: Training batch size.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        keep_best: Keep the weights of the epoch with the best clean validation accuracy
+            (the last epoch's on ties) instead of the last epoch's, as paper 001 does.
+            Short runs on small data oscillate; this makes them repeatable.
     """
 
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+    keep_best: bool = True
 
     def validate(self) -> None:
         if self.epochs < 0:

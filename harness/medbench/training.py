@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ class TrainingHistory:
 
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    """The epoch whose weights were kept (``keep_best``), counted from 1."""
 
 
 def default_loss(dataset: DatasetBundle) -> nn.Module:
@@ -95,8 +98,10 @@ def train_defended(
     optimizer = torch.optim.Adam(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     criterion = default_loss(dataset)
     history = TrainingHistory()
+    best: tuple[float, dict[str, dict[str, torch.Tensor]]] | None = None
     for epoch in range(settings.epochs):
-        total_loss, batches = 0.0, 0
+        total_loss: torch.Tensor | float = 0.0
+        batches = 0
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if perturb is not None:
@@ -105,18 +110,33 @@ def train_defended(
             _set_train(defended)
             optimizer.zero_grad(set_to_none=True)
             value = loss(defended, x, y) if loss is not None else criterion(defended_logits(defended, x), y)
-            if not torch.isfinite(value):
-                raise CellError(f"training diverged: loss is {float(value)} at epoch {epoch + 1}")
             value.backward()
             optimizer.step()
-            total_loss += float(value.detach())
+            # summed on the device: no host synchronisation per step
+            total_loss = total_loss + value.detach()
             batches += 1
-        history.train_loss.append(total_loss / max(batches, 1))
+        mean_loss = float(total_loss) / max(batches, 1)
+        if not math.isfinite(mean_loss):
+            raise CellError(f"training diverged: the loss became {mean_loss} in epoch {epoch + 1}")
+        history.train_loss.append(mean_loss)
         history.val_accuracy.append(evaluate_accuracy(defended, dataset, "val", device))
+        accuracy = history.val_accuracy[-1]
+        if settings.keep_best and not math.isnan(accuracy) and (best is None or accuracy >= best[0]):
+            best = (accuracy, _copy_states(defended))
         if on_epoch is not None:
             on_epoch(epoch + 1, settings.epochs, history.train_loss[-1], history.val_accuracy[-1])
+    if best is not None:
+        defended.load_state_dicts(best[1])
+        history.best_epoch = max(i + 1 for i, acc in enumerate(history.val_accuracy) if acc == best[0])
     defended.eval()
     return history
+
+
+def _copy_states(defended: DefendedModel) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        name: {k: v.detach().clone() for k, v in state.items()}
+        for name, state in defended.state_dicts().items()
+    }
 
 
 def _set_train(defended: DefendedModel) -> None:

@@ -91,7 +91,11 @@ class ImageFolder(Dataset):
             raise UsageError(f"imagefolder: no class sub-folders in {root}; expected layout: {LAYOUT}")
         files = {}
         for folder in classes:
-            images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
             if not images:
                 raise UsageError(f"imagefolder: class folder {folder} has no PNG/JPEG images")
             files[folder.name] = images

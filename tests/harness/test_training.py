@@ -1,0 +1,73 @@
+"""The shared training loop and the model cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from medbench.api import DefendedModel, Normalization
+from medbench.cache import ModelCache, stable_hash
+from medbench.errors import CellError
+from medbench.spec import TrainingSettings
+from medbench.testing import tiny_bundle
+from medbench.training import evaluate_accuracy, train_defended
+from medbench_models.smallcnn import SmallCNN
+
+
+def _defended(seed: int = 0) -> DefendedModel:
+    torch.manual_seed(seed)
+    model = SmallCNN().build("classification", 1, 2)
+    return DefendedModel(model, Normalization((0.5,), (0.25,)))
+
+
+def test_training_learns_the_tiny_task_and_keeps_the_best_epoch() -> None:
+    bundle = tiny_bundle(n=64)
+    defended = _defended()
+    history = train_defended(
+        defended, bundle, TrainingSettings(epochs=4, batch_size=16), torch.device("cpu"), 0
+    )
+    assert len(history.val_accuracy) == 4 and history.best_epoch is not None
+    kept = evaluate_accuracy(defended, bundle, "val", torch.device("cpu"))
+    assert kept == max(history.val_accuracy)
+    assert kept >= 0.9
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    bundle = tiny_bundle(n=48)
+    settings = TrainingSettings(epochs=1, batch_size=16)
+    first, second = _defended(), _defended()
+    train_defended(first, bundle, settings, torch.device("cpu"), 3)
+    train_defended(second, bundle, settings, torch.device("cpu"), 3)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_diverging_training_is_a_cell_error() -> None:
+    bundle = tiny_bundle(n=32)
+    defended = _defended()
+
+    def nan_loss(model: DefendedModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return model.model((x - 0.5) / 0.25).sum() * float("nan")
+
+    with pytest.raises(CellError, match="training diverged"):
+        train_defended(defended, bundle, TrainingSettings(epochs=1), torch.device("cpu"), 0, loss=nan_loss)
+
+
+def test_cache_round_trip_and_corrupt_entries(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    defended = _defended()
+    key = stable_hash({"what": "test"})
+    assert cache.load(key) is None
+    cache.save(key, defended.state_dicts(), {"note": "test"})
+    other = _defended(seed=1)
+    states = cache.load(key)
+    assert states is not None
+    other.load_state_dicts(states)
+    for a, b in zip(defended.model.state_dict().values(), other.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    cache.path(key).write_bytes(b"truncated")
+    assert cache.load(key) is None, "an unreadable entry is a miss, not a crash"
+    assert not list(tmp_path.rglob("*.tmp")), "no temporary file is left behind"
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
