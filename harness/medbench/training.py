@@ -117,7 +117,8 @@ def train_defended(
             batches += 1
         mean_loss = float(total_loss) / max(batches, 1)
         if not math.isfinite(mean_loss):
-            raise CellError(f"training diverged: the loss became {mean_loss} in epoch {epoch + 1}")
+            value_text = "NaN" if math.isnan(mean_loss) else "infinite"
+            raise CellError(f"training diverged: the loss became {value_text} in epoch {epoch + 1}")
         history.train_loss.append(mean_loss)
         history.val_accuracy.append(evaluate_accuracy(defended, dataset, "val", device))
         accuracy = history.val_accuracy[-1]
