@@ -8,6 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+MIN_TILE = 96
+"""Tiles smaller than this many pixels are enlarged by an integer factor."""
+
 
 def _to_display(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) or (N, C, D, H, W) in [0, 1] → (N, H, W) or (N, H, W, 3) uint8 (middle slice in 3D)."""
@@ -41,5 +44,9 @@ def example_grid(
             left = pad + column * (width + pad)
             canvas[top : top + height, left : left + width] = row[column]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
+    picture = Image.fromarray(canvas)
+    scale = max(1, MIN_TILE // max(height, width))
+    if scale > 1:  # small images (32x32) are enlarged, pixel for pixel, to be readable in the UI
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    picture.save(path)
     return path

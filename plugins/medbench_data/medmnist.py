@@ -219,9 +219,9 @@ class MedMNIST(Dataset):
             raise UsageError(f"medmnist: {path}: images of shape {images.shape} are not (N,H,W) or (N,H,W,3)")
         size = self.settings.image_size
         if size and tuple(tensor.shape[-2:]) != (size, size):
-            tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False).clamp(
-                0, 1
-            )
+            tensor = F.interpolate(
+                tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            ).clamp(0, 1)
         return tensor.contiguous()
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,19 @@ def test_cache_round_trip_and_corrupt_entries(tmp_path: Path) -> None:
     assert cache.load(key) is None, "an unreadable entry is a miss, not a crash"
     assert not list(tmp_path.rglob("*.tmp")), "no temporary file is left behind"
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_example_grid_has_three_rows_and_enlarges_small_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from medbench.images import example_grid
+
+    x = torch.rand(5, 1, 32, 32)
+    x_adv = (x + 0.03).clamp(0, 1)
+    path = example_grid(x, x_adv, tmp_path / "grid.png", count=4)
+    with Image.open(path) as picture:
+        scale = 3  # 96 // 32
+        assert picture.size == ((4 * 34 + 2) * scale, (3 * 34 + 2) * scale)
+        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32))
+    perturbation_row = pixels[(2 * 34 + 2) * scale : (3 * 34) * scale, 2 * scale : 34 * scale]
+    assert float(perturbation_row.min()) > 127, "a positive perturbation is drawn above mid-grey"
