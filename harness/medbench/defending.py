@@ -21,7 +21,7 @@ from medbench.cache import ModelCache, stable_hash
 from medbench.errors import UsageError
 from medbench.forward import defended_logits
 from medbench.spec import TrainingSettings
-from medbench.training import EpochCallback, LossFn, Perturb, train_defended
+from medbench.training import EpochCallback, LossFn, Perturb, TrainingHistory, train_defended
 
 CHAIN_SEPARATOR = "+"
 STANDARD_DEFENSE = "none"
@@ -62,6 +62,7 @@ class DefenseBuilder:
     plugin_versions: dict[str, str] = field(default_factory=dict)
     on_epoch: Callable[[str], EpochCallback] | None = None
     on_cache_hit: Callable[[str], None] | None = None
+    on_trained: Callable[[str, TrainingHistory], None] | None = None
     _memo: dict[str, DefendedModel] = field(default_factory=dict)
     trained: list[str] = field(default_factory=list)
 
@@ -157,7 +158,7 @@ class Context(DefenseContext):
     ) -> None:
         label = CHAIN_SEPARATOR.join(d.name for d in self._chain)
         callback = self._builder.on_epoch(label) if self._builder.on_epoch is not None else None
-        train_defended(
+        history = train_defended(
             defended,
             self.dataset,
             self.training,
@@ -168,6 +169,8 @@ class Context(DefenseContext):
             parameters=parameters,
             on_epoch=callback,
         )
+        if self._builder.on_trained is not None:
+            self._builder.on_trained(label, history)
 
     def logits(self, defended: DefendedModel, x: torch.Tensor) -> torch.Tensor:
         return defended_logits(defended, x)

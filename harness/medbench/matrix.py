@@ -31,6 +31,7 @@ from medbench.metrics import classification_metrics
 from medbench.plugins import PluginHost
 from medbench.spec import RunSpec
 from medbench.tracking import Tracker
+from medbench.training import TrainingHistory
 
 RANGE_TOLERANCE = 1e-6
 LINF_TOLERANCE = 1e-6
@@ -94,6 +95,7 @@ class ProgressSink(Protocol):
     def advance_cell(self) -> None: ...
     def end_cell(self, result: CellResult) -> None: ...
     def training(self, label: str, epoch: int, epochs: int, loss: float, val_accuracy: float) -> None: ...
+    def trained(self, label: str, history: TrainingHistory) -> None: ...
     def message(self, text: str) -> None: ...
 
 
@@ -432,6 +434,7 @@ class MatrixRunner:
             on_cache_hit=lambda label: self.progress.message(
                 f"{model_name}/{label}: trained weights from cache"
             ),
+            on_trained=lambda label, history: self.progress.trained(f"{model_name}/{label}", history),
         )
 
     def _run_group(

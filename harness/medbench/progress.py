@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 if TYPE_CHECKING:
     from medbench.matrix import Cell, CellResult
+    from medbench.training import TrainingHistory
 
 
 class RichProgress:
@@ -63,7 +64,11 @@ class RichProgress:
         if epoch == epochs:
             self._progress.remove_task(self._training_task)
             self._training_task = None
-            self.console.print(f"trained {label}: {epochs} epochs, val acc {val_accuracy:.3f}")
+
+    def trained(self, label: str, history: TrainingHistory) -> None:
+        accuracies = " ".join(f"{a:.3f}" for a in history.val_accuracy)
+        kept = f", kept epoch {history.best_epoch}" if history.best_epoch is not None else ""
+        self.console.print(f"trained {label}: val acc by epoch {accuracies}{kept}")
 
     def message(self, text: str) -> None:
         self.console.print(text)
@@ -77,4 +82,5 @@ class QuietProgress:
     def advance_cell(self) -> None: ...
     def end_cell(self, result: CellResult) -> None: ...
     def training(self, label: str, epoch: int, epochs: int, loss: float, val_accuracy: float) -> None: ...
+    def trained(self, label: str, history: TrainingHistory) -> None: ...
     def message(self, text: str) -> None: ...
