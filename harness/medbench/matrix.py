@@ -616,9 +616,9 @@ class MatrixRunner:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (
-        f"{type(error).__name__}: {text[0]}"
-        if text and not isinstance(error, CellError)
-        else (text[0] if text else type(error).__name__)
-    )
+    """The first line of an error; prefixed with its type unless it is a CellError."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    if isinstance(error, CellError) and first:
+        return first
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
