@@ -17,6 +17,7 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 
 from medbench.api import DatasetBundle, DefendedModel, Normalization
+from medbench.forward import normalize
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -34,14 +35,9 @@ class MeanStdNormalization(PreprocessorPyTorch):
             device_type="gpu" if device.type == "cuda" else "cpu", apply_fit=True, apply_predict=True
         )
         self.normalization = normalization
-        self._mean = torch.tensor(normalization.mean, dtype=torch.float32, device=device)
-        self._std = torch.tensor(normalization.std, dtype=torch.float32, device=device)
 
     def forward(self, x: torch.Tensor, y: Any = None) -> tuple[torch.Tensor, Any]:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        mean = self._mean.to(x.device).view(shape)
-        std = self._std.to(x.device).view(shape)
-        return (x - mean) / std, y
+        return normalize(x, self.normalization), y
 
     def _check_params(self) -> None:
         if len(self.normalization.mean) != len(self.normalization.std):

@@ -10,10 +10,13 @@ from medbench.api import DefendedModel, Normalization
 
 
 @lru_cache(maxsize=64)
-def _mean_std(
+def mean_std(
     normalization: Normalization, ndim: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    # cached so that no attack or training step copies mean/std from host memory again
+    """Mean and std as broadcastable tensors on ``device``.
+
+    Cached, so that no attack or training step copies them from host memory again.
+    """
     shape = (1, -1) + (1,) * (ndim - 2)
     mean = torch.tensor(normalization.mean, dtype=dtype, device=device).view(shape)
     std = torch.tensor(normalization.std, dtype=dtype, device=device).view(shape)
@@ -29,5 +32,10 @@ def defended_logits(defended: DefendedModel, x: torch.Tensor) -> torch.Tensor:
     """
     for preprocessor in defended.preprocessors:
         x, _ = preprocessor.forward(x)
-    mean, std = _mean_std(defended.normalization.for_channels(x.shape[1]), x.ndim, x.device, x.dtype)
-    return defended.model((x - mean) / std)
+    return defended.model(normalize(x, defended.normalization))
+
+
+def normalize(x: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """``(x - mean) / std`` per channel, for ``(N, C, ...)`` input."""
+    mean, std = mean_std(normalization.for_channels(x.shape[1]), x.ndim, x.device, x.dtype)
+    return (x - mean) / std
