@@ -193,6 +193,30 @@ class Model(Plugin, ABC):
         """Mean and std the model expects; the harness applies them (as ART preprocessing)."""
         return Normalization((0.5,) * in_channels, (0.25,) * in_channels)
 
+    def head(self, module: nn.Module) -> nn.Module:
+        """The classification head of a module this plugin built (the final classifier).
+
+        Defenses that train or replace only the head (deep colorization's ``last-layer``
+        stage) or read the features entering it (the denoising CNN's neighbor loss) use it.
+        The default finds an attribute ``fc``, ``classifier`` or ``head``, or else the last
+        child of an ``nn.Sequential``; override it when the head lives elsewhere.
+
+        Raises:
+            UsageError: When the head cannot be found.
+        """
+        for attribute in ("fc", "classifier", "head"):
+            candidate = getattr(module, attribute, None)
+            if isinstance(candidate, nn.Module):
+                return candidate
+        if isinstance(module, nn.Sequential) and len(module) > 0:
+            return module[-1]
+        from medbench.errors import UsageError
+
+        raise UsageError(
+            f"model {self.name!r} does not expose its classification head "
+            "(no fc/classifier/head attribute); override Model.head"
+        )
+
     @abstractmethod
     def build(self, task: Task, in_channels: int, num_classes: int, weights: str | None = None) -> nn.Module:
         """Build a fresh module.
@@ -264,8 +288,27 @@ class DefenseContext(ABC):
     seed: int
 
     @abstractmethod
-    def new_model(self) -> DefendedModel:
-        """A freshly initialised base model (the matrix's model plugin), not trained."""
+    def new_model(self, in_channels: int | None = None) -> DefendedModel:
+        """A freshly initialised base model (the matrix's model plugin), not trained.
+
+        Args:
+            in_channels: Input channels of the module (default: the dataset's). Defenses
+                that put a colorization module in front of the model ask for 3. The
+                normalisation returned is the model's for that many channels.
+        """
+
+    @abstractmethod
+    def head(self, module: nn.Module) -> nn.Module:
+        """The classification head of a module built by :meth:`new_model` (see :meth:`Model.head`)."""
+
+    @abstractmethod
+    def trained(self, defense: Defense) -> DefendedModel:
+        """The trained defended model of another defense configuration (same model, dataset,
+        training settings and seed), from the cache or trained now.
+
+        Staged training uses it: a stage starts from the result of the previous one. The
+        returned object is a private copy that the caller may modify.
+        """
 
     @abstractmethod
     def base(self) -> DefendedModel:
@@ -322,6 +365,21 @@ class Defense(Plugin, ABC):
 
     def fit(self, defended: DefendedModel, ctx: DefenseContext) -> None:
         """Train ``defended`` in place. The default does nothing."""
+
+    def visualize(self, defended: DefendedModel, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Intermediate images worth looking at (e.g. what a colorization module makes of the input).
+
+        The harness calls it once per cell on a few clean evaluation images and logs each
+        entry as the MLflow artifact ``defense/<name>.png``: one row per tensor.
+
+        Args:
+            defended: The trained defended model, in eval mode.
+            x: Clean inputs in [0, 1], on the model's device.
+
+        Returns:
+            ``{name: [rows]}``, each row ``(N, 1 or 3, H, W)`` in [0, 1]. The default is empty.
+        """
+        return {}
 
 
 # --------------------------------------------------------------------------- attacks

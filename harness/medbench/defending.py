@@ -8,6 +8,7 @@ rests on the standard-trained model (defense ``none``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,14 +134,22 @@ class Context(DefenseContext):
         self.seed = builder.seed
         self.training = builder.training
 
-    def new_model(self) -> DefendedModel:
+    def new_model(self, in_channels: int | None = None) -> DefendedModel:
         builder = self._builder
+        channels = builder.dataset.in_channels if in_channels is None else in_channels
         torch.manual_seed(builder.seed)
-        module = builder.model.build(
-            builder.dataset.task, builder.dataset.in_channels, builder.dataset.num_classes, builder.weights
-        )
-        normalization = builder.model.normalization(builder.dataset.in_channels)
+        dataset = builder.dataset
+        module = builder.model.build(dataset.task, channels, dataset.num_classes, builder.weights)
+        normalization = builder.model.normalization(channels)
         return DefendedModel(module.to(builder.device), normalization)
+
+    def head(self, module: nn.Module) -> nn.Module:
+        return self._builder.model.head(module)
+
+    def trained(self, defense: Defense) -> DefendedModel:
+        if any(d.name == defense.name and d.settings == defense.settings for d in self._chain):
+            raise UsageError(f"defense {defense.name!r} cannot start from its own result")
+        return copy.deepcopy(self._builder.build([defense]))
 
     def base(self) -> DefendedModel:
         rest = self._chain[1:]

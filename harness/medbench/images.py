@@ -33,16 +33,30 @@ def example_grid(
     delta = (x_adv[:count] - x_clean[:count]).float()
     scale = float(delta.abs().max())
     perturbation = 0.5 + delta / (2 * scale) if scale > 0 else torch.full_like(delta, 0.5)
-    rows = [_to_display(x_clean[:count]), _to_display(x_adv[:count]), _to_display(perturbation)]
-    height, width = rows[0].shape[1:3]
-    channels = 3 if rows[0].ndim == 4 else 1
-    shape = (3 * (height + pad) + pad, count * (width + pad) + pad) + ((3,) if channels == 3 else ())
+    return image_rows([x_clean[:count], x_adv[:count], perturbation], path, pad=pad)
+
+
+def image_rows(rows: list[torch.Tensor], path: Path, count: int = 8, pad: int = 2) -> Path:
+    """Save images as a grid with one row per tensor (the first ``count`` of each) as PNG.
+
+    Rows are ``(N, 1 or 3, H, W)`` (or 3D, shown at the middle slice) in [0, 1] with the same
+    spatial size; when any row has 3 channels, gray rows are shown in RGB. Returns ``path``.
+    """
+    if not rows:
+        raise ValueError("no rows to draw")
+    color = any(row.shape[1] == 3 for row in rows)
+    tiles = [_to_display(row[:count].expand(-1, 3, *row.shape[2:]) if color else row[:count]) for row in rows]
+    count = min(tile.shape[0] for tile in tiles)
+    height, width = tiles[0].shape[1:3]
+    shape = (len(tiles) * (height + pad) + pad, count * (width + pad) + pad) + ((3,) if color else ())
     canvas = np.full(shape, 255, dtype=np.uint8)
-    for row_index, row in enumerate(rows):
+    for row_index, tile in enumerate(tiles):
+        if tile.shape[1:3] != (height, width):
+            raise ValueError("all rows must have the same image size")
         for column in range(count):
             top = pad + row_index * (height + pad)
             left = pad + column * (width + pad)
-            canvas[top : top + height, left : left + width] = row[column]
+            canvas[top : top + height, left : left + width] = tile[column]
     path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(canvas)
     scale = max(1, MIN_TILE // max(height, width))

@@ -26,7 +26,7 @@ from medbench.cache import ModelCache, stable_hash
 from medbench.defending import CHAIN_SEPARATOR, STANDARD_DEFENSE, DefenseBuilder, check_chain, split_chain
 from medbench.errors import CellError, UsageError, unknown_name_message
 from medbench.estimators import classifier_estimator, frozen_parameters, predict_logits
-from medbench.images import example_grid
+from medbench.images import example_grid, image_rows
 from medbench.metrics import classification_metrics
 from medbench.plugins import PluginHost
 from medbench.spec import RunSpec
@@ -462,9 +462,27 @@ class MatrixRunner:
             for cell in cells:
                 self._fail_cell(cell, f"building the defended model failed: {message}", details)
             return
-        with frozen_parameters(defended):
+        with frozen_parameters(defended), tempfile.TemporaryDirectory() as directory:
+            visuals = self._defense_images(chain, defended, x_eval, Path(directory))
             for cell in cells:
-                self._run_cell(cell, defended, estimator, x_eval, y_eval, clean_logits)
+                self._run_cell(cell, defended, estimator, x_eval, y_eval, clean_logits, visuals)
+
+    def _defense_images(
+        self, chain: list[Defense], defended: DefendedModel, x_eval: torch.Tensor, directory: Path
+    ) -> list[Path]:
+        """PNG files of what the defense's :meth:`~medbench.api.Defense.visualize` returns.
+
+        A failure here is reported and skipped: pictures never fail a cell.
+        """
+        if not chain:
+            return []
+        try:
+            with torch.no_grad():
+                visuals = chain[0].visualize(defended, x_eval[:8])
+            return [image_rows(rows, directory / f"{name}.png") for name, rows in visuals.items()]
+        except Exception as error:
+            self.progress.message(f"defense {chain[0].name!r} could not draw its images: {_one_line(error)}")
+            return []
 
     def _run_cell(
         self,
@@ -474,6 +492,7 @@ class MatrixRunner:
         x_eval: torch.Tensor,
         y_eval: torch.Tensor,
         clean_logits: torch.Tensor,
+        defense_images: list[Path],
     ) -> None:
         plan = self.plan
         attack = plan.attacks[cell.attack]
@@ -511,6 +530,8 @@ class MatrixRunner:
             with tempfile.TemporaryDirectory() as directory:
                 grid = example_grid(x_eval, x_adv_all, Path(directory) / "examples.png")
                 self.tracker.log_artifact(cell.run_id, grid)
+            for image in defense_images:
+                self.tracker.log_artifact(cell.run_id, image, "defense")
             self.tracker.finish(cell.run_id, "FINISHED")
             result = CellResult(cell, "FINISHED", metrics)
         except KeyboardInterrupt:

@@ -148,9 +148,26 @@ def check_model(model: Model, in_channels: int = 1, num_classes: int = 3, size: 
     assert x.grad is not None and torch.isfinite(x.grad).all(), f"model {model.name!r}: no input gradient"
 
 
-def check_defense(defense: Defense, standard: Defense | None = None, epochs: int = 1) -> DefendedModel:
-    """The defense builds and trains on a tiny dataset; the result gives finite logits through ART."""
-    bundle = tiny_bundle()
+def check_defense(
+    defense: Defense,
+    standard: Defense | None = None,
+    epochs: int = 1,
+    *,
+    model: Model | None = None,
+    bundle: DatasetBundle | None = None,
+) -> DefendedModel:
+    """The defense builds and trains on a tiny dataset; the result gives finite logits through ART.
+
+    Args:
+        defense: The configured defense to check.
+        standard: The defense ``none`` (loaded from the installed plugins by default).
+        epochs: Training epochs.
+        model: The model plugin to defend (default: a tiny CNN). Defenses that need a
+            particular architecture (a ResNet for ``dcnn``) pass one.
+        bundle: The dataset (default: :func:`tiny_bundle`, 16x16 gray images).
+    """
+    bundle = bundle if bundle is not None else tiny_bundle()
+    model = model if model is not None else _TinyNet()
     if standard is None:
         from medbench.defending import STANDARD_DEFENSE
         from medbench.plugins import load_plugins
@@ -159,8 +176,8 @@ def check_defense(defense: Defense, standard: Defense | None = None, epochs: int
     with tempfile.TemporaryDirectory() as directory:
         builder = DefenseBuilder(
             dataset=bundle,
-            model_name=_TinyNet.name,
-            model=_TinyNet(),
+            model_name=model.name,
+            model=model,
             weights=None,
             standard=standard,
             training=TrainingSettings(epochs=epochs, batch_size=16),
