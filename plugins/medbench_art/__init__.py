@@ -2,7 +2,7 @@
 
 Attacks: ``fgsm``, ``bim``, ``pgd``, ``mifgsm`` (ART evasion attacks on the
 ``PyTorchClassifier``) and ``gn`` (Gaussian noise). Defenses: ``none`` (standard training)
-and ``at-pgd`` (PGD adversarial training).
+and the adversarial-training family ``at-pgd``, ``at-fgsm``, ``at-bim`` and ``at-gn``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from collections.abc import Callable
 
 from medbench import hookimpl
 from medbench.api import Attack, Defense
-from medbench_art.adversarial_training import PGDAdversarialTraining
+from medbench_art.at_bim import BIMAdversarialTraining
+from medbench_art.at_fgsm import FGSMAdversarialTraining
+from medbench_art.at_gn import GaussianNoiseTraining
+from medbench_art.at_pgd import PGDAdversarialTraining
 from medbench_art.bim import BIM
 from medbench_art.fgsm import FGSM
 from medbench_art.gn import GaussianNoise
@@ -29,4 +32,10 @@ def register_attacks(register: Callable[[Attack], None]) -> None:
 @hookimpl
 def register_defenses(register: Callable[[Defense], None]) -> None:
     register(StandardTraining())
-    register(PGDAdversarialTraining())
+    for defense in (
+        PGDAdversarialTraining(),
+        FGSMAdversarialTraining(),
+        BIMAdversarialTraining(),
+        GaussianNoiseTraining(),
+    ):
+        register(defense)
