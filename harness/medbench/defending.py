@@ -21,7 +21,7 @@ from medbench.api import DatasetBundle, DefendedModel, Defense, DefenseContext, 
 from medbench.cache import ModelCache, stable_hash
 from medbench.errors import UsageError
 from medbench.forward import defended_logits
-from medbench.spec import TrainingSettings
+from medbench.spec import TrainingSettings, split_outside_brackets
 from medbench.training import EpochCallback, LossFn, Perturb, TrainingHistory, train_defended
 
 CHAIN_SEPARATOR = "+"
@@ -29,11 +29,39 @@ STANDARD_DEFENSE = "none"
 
 
 def split_chain(name: str) -> list[str]:
-    """``reformer+dcnn`` → ``["reformer", "dcnn"]``; raises on empty parts."""
-    parts = [part.strip() for part in name.split(CHAIN_SEPARATOR)]
+    """``reformer+dcnn[lambda_a=0]`` → ``["reformer", "dcnn[lambda_a=0]"]``; raises on empty parts."""
+    parts = split_outside_brackets(name, CHAIN_SEPARATOR)
     if not all(parts):
         raise UsageError(f"malformed defense {name!r}: empty part in a '+' chain")
     return parts
+
+
+def parse_variant(element: str) -> tuple[str, dict[str, str]]:
+    """``dcnn[lambda_n=1, lambda_a=0]`` → ``("dcnn", {"lambda_n": "1", "lambda_a": "0"})``.
+
+    A variant names one configuration of a plugin inline, so that one matrix can compare
+    several (paper 001's λ ablation, paper 002's training stages). The values are strings,
+    coerced like ``--set`` values; they override the run's settings for that plugin.
+    """
+    if "[" not in element:
+        if "]" in element:
+            raise UsageError(f"malformed name {element!r}: ']' without '['")
+        return element, {}
+    name, _, rest = element.partition("[")
+    if not rest.endswith("]") or "[" in rest or not name.strip():
+        raise UsageError(f"malformed variant {element!r}: expected NAME[key=value,...]")
+    overrides: dict[str, str] = {}
+    for assignment in split_outside_brackets(rest[:-1], ","):
+        key, equals, value = assignment.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"malformed variant {element!r}: {assignment!r} is not key=value")
+        overrides[key.strip()] = value.strip()
+    return name.strip(), overrides
+
+
+def variant_label(name: str, overrides: dict[str, str]) -> str:
+    """The canonical spelling of a variant: ``dcnn[lambda_n=1,lambda_a=0]`` (no spaces)."""
+    return name + ("[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]" if overrides else "")
 
 
 def check_chain(chain: list[Defense]) -> None:

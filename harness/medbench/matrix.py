@@ -23,7 +23,15 @@ from medbench import __version__
 from medbench.api import Attack, CellOutputs, Dataset, DatasetBundle, DefendedModel, Defense, Metric, Model
 from medbench.budgets import format_budget, format_budgets
 from medbench.cache import ModelCache, stable_hash
-from medbench.defending import CHAIN_SEPARATOR, STANDARD_DEFENSE, DefenseBuilder, check_chain, split_chain
+from medbench.defending import (
+    CHAIN_SEPARATOR,
+    STANDARD_DEFENSE,
+    DefenseBuilder,
+    check_chain,
+    parse_variant,
+    split_chain,
+    variant_label,
+)
 from medbench.errors import CellError, UsageError, unknown_name_message
 from medbench.estimators import classifier_estimator, frozen_parameters, predict_logits
 from medbench.images import example_grid, image_rows
@@ -194,12 +202,19 @@ def plan_matrix(
     defenses: dict[str, list[Defense]] = {}
     for chain_name in spec.defenses:
         chain = []
-        for name in split_chain(chain_name):
-            defense = registries.defenses.get(name).configured(spec.plugin_settings("defense", name))
+        labels = []
+        for element in split_chain(chain_name):
+            name, variant = parse_variant(element)
+            settings = {**spec.plugin_settings("defense", name), **variant}
+            defense = registries.defenses.get(name).configured(settings)
             _check_task("defense", name, defense.tasks, task)
             chain.append(defense)
+            labels.append(variant_label(name, variant))
         check_chain(chain)
-        defenses[CHAIN_SEPARATOR.join(d.name for d in chain)] = chain
+        label = CHAIN_SEPARATOR.join(labels)
+        if label in defenses:
+            raise UsageError(f"defense {label!r} is listed twice")
+        defenses[label] = chain
     if STANDARD_DEFENSE not in registries.defenses:
         raise UsageError(
             f"the standard-training defense {STANDARD_DEFENSE!r} is not registered "

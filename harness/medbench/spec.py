@@ -108,9 +108,31 @@ class RunSpec:
 _SPEC_KEYS = {f.name for f in fields(RunSpec)} - {"source"}
 
 
+def split_outside_brackets(text: str, separator: str) -> list[str]:
+    """Split ``text`` at ``separator`` except inside ``[...]``, stripping the parts.
+
+    ``"none,dcnn[lambda_n=1,lambda_a=0]"`` → ``["none", "dcnn[lambda_n=1,lambda_a=0]"]``.
+    """
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        if char == separator and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current).strip())
+    return parts
+
+
 def _require_list_of_names(key: str, value: Any) -> list[str]:
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
+        value = split_outside_brackets(value, ",")
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise UsageError(f"spec key {key!r} must be a non-empty list of names, got {value!r}")
     return value
@@ -289,7 +311,7 @@ def with_overrides(spec: RunSpec, overrides: Mapping[str, Any]) -> RunSpec:
         if names:
             result_names: list[str] = []
             for item in names:
-                result_names.extend(part.strip() for part in item.split(",") if part.strip())
+                result_names.extend(part for part in split_outside_brackets(item, ",") if part)
             setattr(result, key, result_names)
     if overrides.get("epochs") is not None:
         result.training = build_settings(

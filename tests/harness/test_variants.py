@@ -1,0 +1,80 @@
+"""Inline plugin variants: ``dcnn[lambda_a=0]`` names one configuration in a matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from medbench.cli import main
+from medbench.defending import parse_variant, split_chain, variant_label
+from medbench.errors import UsageError
+from medbench.spec import split_outside_brackets
+
+
+def test_lists_split_outside_brackets_only() -> None:
+    assert split_outside_brackets("none, dcnn[lambda_n=1,lambda_a=0],tc", ",") == [
+        "none",
+        "dcnn[lambda_n=1,lambda_a=0]",
+        "tc",
+    ]
+    assert split_chain("reformer+dcnn[source=a+b]") == ["reformer", "dcnn[source=a+b]"]
+
+
+def test_variants_parse_to_a_name_and_string_overrides() -> None:
+    assert parse_variant("dcnn") == ("dcnn", {})
+    assert parse_variant("dcnn[ lambda_n = 1, lambda_a=0 ]") == ("dcnn", {"lambda_n": "1", "lambda_a": "0"})
+    assert variant_label("dcnn", {"lambda_n": "1", "lambda_a": "0"}) == "dcnn[lambda_n=1,lambda_a=0]"
+
+
+@pytest.mark.parametrize("bad", ["dcnn[lambda_n=1", "dcnn]", "[a=1]", "dcnn[lambda_n]", "dcnn[a=1][b=2]"])
+def test_malformed_variants_are_usage_errors(bad: str) -> None:
+    with pytest.raises(UsageError, match="malformed"):
+        parse_variant(bad)
+
+
+def test_two_variants_of_one_defense_run_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        "run",
+        "--dataset",
+        "phantom2d",
+        "--set",
+        "dataset.phantom2d.n_samples=240",
+        "--set",
+        "dataset.phantom2d.image_size=32",
+        "--epochs",
+        "1",
+        "--n-eval",
+        "16",
+        "--defense",
+        "at-fgsm[eps=2/255],at-fgsm[eps=4/255]",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "2/255",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "variants",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("variants")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`medbench.role` = 'cell'")
+    by_defense = {run.data.params["defense"]: run for run in runs}
+    assert set(by_defense) == {"at-fgsm[eps=2/255]", "at-fgsm[eps=4/255]"}
+    assert float(by_defense["at-fgsm[eps=2/255]"].data.params["defense.eps"]) == pytest.approx(2 / 255)
+    assert float(by_defense["at-fgsm[eps=4/255]"].data.params["defense.eps"]) == pytest.approx(4 / 255)
+
+
+def test_a_variant_with_an_unknown_setting_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--defense", "at-fgsm[epz=2/255]"])
+    assert exit_info.value.code == 2
+    assert "did you mean 'eps'" in capsys.readouterr().err
