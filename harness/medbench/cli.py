@@ -65,7 +65,12 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Local data for file-based datasets.")
 @click.option("--model", "models", multiple=True, help="Model name(s); repeat or comma-separate.")
 @click.option("--weights", help="Model weights: a local file, or 'imagenet' from the local torch hub cache.")
-@click.option("--defense", "defenses", multiple=True, help="Defense name(s); chains as outer+inner.")
+@click.option(
+    "--defense",
+    "defenses",
+    multiple=True,
+    help="Defense name(s); chains as outer+inner; inline settings as name[key=value,...].",
+)
 @click.option("--attack", "attacks", multiple=True, help="Attack name(s).")
 @click.option(
     "--eps",

@@ -126,3 +126,20 @@ def test_bad_tc_glcm_settings_are_rejected() -> None:
         with pytest.raises(UsageError):
             TextureColorGLCM().configured(bad)
     assert math.isclose(TextureColorGLCM().settings.alpha, 0.98)
+
+
+@pytest.mark.gpu
+def test_glcm_and_its_loss_run_on_the_gpu_and_agree_with_the_cpu() -> None:
+    from medbench_tcglcm.glcm import cooccurrence, hard_memberships
+
+    levels = torch.randint(0, 16, (8, 64, 64), generator=torch.Generator().manual_seed(3))
+    cpu = cooccurrence(hard_memberships(levels, 16), [1, 3], list(PAPER_ANGLES))
+    gpu = cooccurrence(hard_memberships(levels.cuda(), 16), [1, 3], list(PAPER_ANGLES))
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-12)
+    colorized = torch.rand(8, 3, 64, 64, device="cuda", requires_grad=True)
+    gray = torch.rand(8, 1, 64, 64, device="cuda")
+    loss = glcm_loss(colorized, gray)
+    loss.backward()
+    assert loss.device.type == "cuda" and colorized.grad is not None
+    on_cpu = glcm_loss(colorized.detach().cpu(), gray.cpu())
+    assert float(loss.detach().cpu()) == pytest.approx(float(on_cpu), rel=1e-4)
