@@ -298,6 +298,10 @@ class DefenseContext(ABC):
         """
 
     @abstractmethod
+    def normalization(self, in_channels: int | None = None) -> Normalization:
+        """The model plugin's normalisation for ``in_channels`` inputs (default: the dataset's)."""
+
+    @abstractmethod
     def head(self, module: nn.Module) -> nn.Module:
         """The classification head of a module built by :meth:`new_model` (see :meth:`Model.head`)."""
 
@@ -365,6 +369,11 @@ class Defense(Plugin, ABC):
 
     def fit(self, defended: DefendedModel, ctx: DefenseContext) -> None:
         """Train ``defended`` in place. The default does nothing."""
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What besides the settings defines the trained weights (e.g. the hash of a file a
+        setting points to); part of the model-cache key. The default is empty."""
+        return {}
 
     def visualize(self, defended: DefendedModel, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """Intermediate images worth looking at (e.g. what a colorization module makes of the input).

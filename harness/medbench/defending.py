@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medbench import __version__
-from medbench.api import DatasetBundle, DefendedModel, Defense, DefenseContext, Model
+from medbench.api import DatasetBundle, DefendedModel, Defense, DefenseContext, Model, Normalization
 from medbench.cache import ModelCache, stable_hash
 from medbench.errors import UsageError
 from medbench.forward import defended_logits
@@ -59,6 +59,19 @@ def parse_variant(element: str) -> tuple[str, dict[str, str]]:
     return name.strip(), overrides
 
 
+def chain_label(chain: list[Defense]) -> str:
+    """``reformer+dcnn[lambda_a=0]``: each defense with the settings that differ from its defaults."""
+    labels = []
+    for defense in chain:
+        try:
+            defaults = type(defense)().settings_dict()
+        except TypeError:  # a defense class whose constructor needs arguments
+            defaults = {}
+        changed = {k: str(v) for k, v in defense.settings_dict().items() if defaults.get(k) != v}
+        labels.append(variant_label(defense.name, changed))
+    return CHAIN_SEPARATOR.join(labels)
+
+
 def variant_label(name: str, overrides: dict[str, str]) -> str:
     """The canonical spelling of a variant: ``dcnn[lambda_n=1,lambda_a=0]`` (no spaces)."""
     return name + ("[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]" if overrides else "")
@@ -96,7 +109,14 @@ class DefenseBuilder:
     trained: list[str] = field(default_factory=list)
 
     def chain_identity(self, chain: list[Defense]) -> list[dict[str, Any]]:
-        return [{"name": d.name, "settings": d.settings_dict()} for d in chain]
+        return [
+            {
+                "name": d.name,
+                "settings": d.settings_dict(),
+                **({"extra": extra} if (extra := d.cache_identity()) else {}),
+            }
+            for d in chain
+        ]
 
     def cache_key(self, chain: list[Defense]) -> str:
         """Hash of everything that defines the trained weights of ``chain``."""
@@ -124,7 +144,7 @@ class DefenseBuilder:
         context = Context(self, chain)
         defense = chain[0]
         defended = defense.build(context)
-        label = CHAIN_SEPARATOR.join(d.name for d in chain)
+        label = chain_label(chain)
         if defense.trainable:
             states = self.cache.load(key)
             if states is not None:
@@ -171,6 +191,10 @@ class Context(DefenseContext):
         normalization = builder.model.normalization(channels)
         return DefendedModel(module.to(builder.device), normalization)
 
+    def normalization(self, in_channels: int | None = None) -> Normalization:
+        channels = self._builder.dataset.in_channels if in_channels is None else in_channels
+        return self._builder.model.normalization(channels)
+
     def head(self, module: nn.Module) -> nn.Module:
         return self._builder.model.head(module)
 
@@ -193,7 +217,7 @@ class Context(DefenseContext):
         loss: LossFn | None = None,
         parameters: list[nn.Parameter] | None = None,
     ) -> None:
-        label = CHAIN_SEPARATOR.join(d.name for d in self._chain)
+        label = chain_label(self._chain)
         callback = self._builder.on_epoch(label) if self._builder.on_epoch is not None else None
         history = train_defended(
             defended,

@@ -58,14 +58,13 @@ class TextureColor(Defense):
 
     def build(self, ctx: DefenseContext) -> DefendedModel:
         backbone = ctx.new_model(in_channels=3)
-        base = ctx.new_model()  # only for the normalisation of the gray input
         network = TextureColorNetwork(
             TextureModule(ctx.dataset.in_channels, self.settings.texture_width),
             ColorModule(1, self.settings.color_width),
             backbone.model,
             backbone.normalization,
         )
-        return DefendedModel(network.to(ctx.device), base.normalization)
+        return DefendedModel(network.to(ctx.device), ctx.normalization())
 
     def fit(self, defended: DefendedModel, ctx: DefenseContext) -> None:
         ctx.train(defended)

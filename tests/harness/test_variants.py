@@ -78,3 +78,13 @@ def test_a_variant_with_an_unknown_setting_gets_a_suggestion(capsys: pytest.Capt
         main(["run", "--defense", "at-fgsm[epz=2/255]"])
     assert exit_info.value.code == 2
     assert "did you mean 'eps'" in capsys.readouterr().err
+
+
+def test_chain_labels_show_the_settings_that_differ_from_the_defaults() -> None:
+    from medbench.defending import chain_label
+    from medbench_art.at_fgsm import FGSMAdversarialTraining
+    from medbench_art.standard import StandardTraining
+
+    chain = [FGSMAdversarialTraining().configured({"random_start": "true"})]
+    assert chain_label(chain) == "at-fgsm[random_start=True]"
+    assert chain_label([StandardTraining()]) == "none"
