@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -88,13 +89,28 @@ def train_defended(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset.train, batch_size=settings.batch_size, shuffle=True, generator=generator)
+    everything = _all_parameters(defended)
     if parameters is None:
-        parameters = list(defended.model.parameters())
-        for module in defended.modules.values():
-            parameters.extend(module.parameters())
+        parameters = everything
     trainable = [p for p in parameters if p.requires_grad]
     if not trainable:
         raise CellError("nothing to train: every parameter is frozen")
+    with _frozen_outside(defended, everything, trainable):
+        return _train(defended, dataset, settings, device, loader, trainable, perturb, loss, on_epoch)
+
+
+def _train(
+    defended: DefendedModel,
+    dataset: DatasetBundle,
+    settings: TrainingSettings,
+    device: torch.device,
+    loader: DataLoader,
+    trainable: list[nn.Parameter],
+    perturb: Perturb | None,
+    loss: LossFn | None,
+    on_epoch: EpochCallback | None,
+) -> TrainingHistory:
+    trainable_ids = {id(p) for p in trainable}
     optimizer = torch.optim.Adam(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     criterion = default_loss(dataset)
     history = TrainingHistory()
@@ -107,7 +123,7 @@ def train_defended(
             if perturb is not None:
                 defended.eval()
                 x = perturb(defended, x, y).detach()
-            _set_train(defended)
+            _set_train(defended, trainable_ids)
             optimizer.zero_grad(set_to_none=True)
             value = loss(defended, x, y) if loss is not None else criterion(defended_logits(defended, x), y)
             value.backward()
@@ -140,7 +156,39 @@ def _copy_states(defended: DefendedModel) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
-def _set_train(defended: DefendedModel) -> None:
-    defended.model.train()
+def _all_parameters(defended: DefendedModel) -> list[nn.Parameter]:
+    parameters = list(defended.model.parameters())
     for module in defended.modules.values():
-        module.train()
+        parameters.extend(module.parameters())
+    return parameters
+
+
+@contextmanager
+def _frozen_outside(
+    defended: DefendedModel, everything: list[nn.Parameter], trainable: list[nn.Parameter]
+) -> Iterator[None]:
+    """Stop gradients of the parameters that are not trained (no ``.grad`` builds up on a
+    frozen base model), then restore their flags."""
+    kept = {id(p) for p in trainable}
+    frozen = [p for p in everything if id(p) not in kept and p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
+def _set_train(defended: DefendedModel, trainable_ids: set[int]) -> None:
+    """Training mode for the parts being trained; eval mode for every submodule none of whose
+    parameters is trained, so that a frozen part keeps its BatchNorm statistics and runs
+    without dropout (a denoiser trained in front of a fixed classifier, a frozen backbone)."""
+    roots = [defended.model, *defended.modules.values()]
+    for root in roots:
+        root.train()
+    for root in roots:
+        for module in root.modules():
+            own = list(module.parameters())
+            if own and not any(id(p) in trainable_ids for p in own):
+                module.eval()  # recursive: a frozen subtree's dropout is off too
