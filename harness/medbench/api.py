@@ -328,6 +328,7 @@ class DefenseContext(ABC):
         perturb: Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         loss: Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         parameters: list[nn.Parameter] | None = None,
+        epochs: int | None = None,
     ) -> None:
         """Train ``defended`` with the matrix's training settings (epochs, batch size, lr).
 
@@ -339,7 +340,9 @@ class DefenseContext(ABC):
             loss: Optional ``(defended, x, y) -> scalar`` replacing cross-entropy on the
                 (perturbed) batch.
             parameters: What the optimiser updates (default: every parameter of the
-                model and of ``defended.modules``).
+                model and of ``defended.modules``). The other parts stay frozen, in eval mode.
+            epochs: Overrides the run's number of epochs (a small denoiser that needs
+                more passes than the classifier; documented as a defense setting).
         """
 
     @abstractmethod

@@ -9,6 +9,7 @@ rests on the standard-trained model (defense ``none``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,13 +217,15 @@ class Context(DefenseContext):
         perturb: Perturb | None = None,
         loss: LossFn | None = None,
         parameters: list[nn.Parameter] | None = None,
+        epochs: int | None = None,
     ) -> None:
         label = chain_label(self._chain)
+        training = self.training if epochs is None else dataclasses.replace(self.training, epochs=epochs)
         callback = self._builder.on_epoch(label) if self._builder.on_epoch is not None else None
         history = train_defended(
             defended,
             self.dataset,
-            self.training,
+            training,
             self.device,
             self.seed,
             perturb=perturb,

@@ -67,9 +67,12 @@ def without_denoiser(defended: DefendedModel) -> DefendedModel:
     return DefendedModel(defended.model, defended.normalization, list(defended.preprocessors[1:]))
 
 
-def train_denoiser(ctx: DefenseContext, defended: DefendedModel, loss: LossFn) -> None:
-    """Train only the denoiser of ``defended`` with ``loss``; the base classifier stays as it is."""
-    ctx.train(defended, loss=loss, parameters=list(denoiser_of(defended).parameters()))
+def train_denoiser(
+    ctx: DefenseContext, defended: DefendedModel, loss: LossFn, epochs: int | None = None
+) -> None:
+    """Train only the denoiser of ``defended`` with ``loss`` (for ``epochs``, default the run's);
+    the base classifier stays as it is."""
+    ctx.train(defended, loss=loss, parameters=list(denoiser_of(defended).parameters()), epochs=epochs)
 
 
 def denoised_rows(defended: DefendedModel, x: torch.Tensor, name: str) -> dict[str, list[torch.Tensor]]:

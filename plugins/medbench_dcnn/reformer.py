@@ -67,16 +67,22 @@ class Reformer(Defense):
         Attributes:
             width: Filters of the auto-encoder's hidden convolutions (MagNet's MNIST used 3).
             noise: Std of the Gaussian training noise on the [0, 1] scale (MagNet's noise volume).
+            epochs: Training epochs of the auto-encoder, independent of the run's (the
+                classifier's): a sigmoid auto-encoder needs many passes (MagNet trains for 100+
+                epochs) and is cheap to train. 0 uses the run's epochs.
         """
 
         width: int = 16
         noise: float = 0.1
+        epochs: int = 30
 
         def validate(self) -> None:
             if self.width < 1:
                 raise ValueError(f"width must be >= 1, got {self.width}")
             if self.noise < 0:
                 raise ValueError(f"noise must be >= 0, got {self.noise}")
+            if self.epochs < 0:
+                raise ValueError(f"epochs must be >= 0, got {self.epochs}")
 
     def build(self, ctx: DefenseContext) -> DefendedModel:
         base = ctx.base()
@@ -92,7 +98,7 @@ class Reformer(Defense):
             gaussian = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             return F.mse_loss(autoencoder((x + noise * gaussian).clamp(0.0, 1.0)), x)
 
-        train_denoiser(ctx, defended, loss)
+        train_denoiser(ctx, defended, loss, epochs=self.settings.epochs or None)
 
     def visualize(self, defended: DefendedModel, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """The clean inputs and what the auto-encoder makes of them."""

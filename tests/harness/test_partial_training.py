@@ -51,3 +51,28 @@ def test_a_frozen_part_keeps_weights_statistics_and_gets_no_gradients() -> None:
     assert all(p.requires_grad for p in model.parameters())  # flags restored
     # the frozen BatchNorm ran in eval mode, the trained head's dropout in training mode
     assert modes and all(mode == (False, True) for mode in modes)
+
+
+def test_a_defense_can_train_for_its_own_number_of_epochs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from medbench.cache import ModelCache
+    from medbench.defending import DefenseBuilder
+    from medbench.plugins import load_plugins
+    from medbench.testing import _TinyNet
+
+    defenses = load_plugins(check=False).registries.defenses
+    histories = {}
+    builder = DefenseBuilder(
+        dataset=tiny_bundle(),
+        model_name=_TinyNet.name,
+        model=_TinyNet(),
+        weights=None,
+        standard=defenses.get("none"),
+        training=TrainingSettings(epochs=1, batch_size=16),
+        device=torch.device("cpu"),
+        seed=0,
+        cache=ModelCache(tmp_path),
+        on_trained=lambda label, history: histories.setdefault(label, history),
+    )
+    builder.build([defenses.get("reformer").configured({"epochs": 3})])
+    assert len(histories["none"].train_loss) == 1
+    assert len(histories["reformer[epochs=3]"].train_loss) == 3
