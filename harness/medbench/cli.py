@@ -93,7 +93,11 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 @click.option(
     "--n-eval", type=click.IntRange(min=1), help="Test samples to attack (default: the whole test split)."
 )
-@click.option("--epochs", type=click.IntRange(min=0), help="Training epochs of every defense.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=0),
+    help="Training epochs (a defense may set its own, e.g. reformer.epochs).",
+)
 @click.option(
     "--seed", type=click.IntRange(min=0), help="Seed of splits, initialisation, random starts and noise."
 )
