@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class RichProgress:
         self._matrix_task = self._progress.add_task("matrix", total=total_cells)
 
     def start_cell(self, cell: Cell, total_batches: int) -> None:
-        description = f"  {cell.label}"
+        description = escape(f"  {cell.label}")
         if self._cell_task is None:
             self._cell_task = self._progress.add_task(description, total=total_batches)
         else:
@@ -54,10 +55,11 @@ class RichProgress:
         if self._matrix_task is not None:
             self._progress.advance(self._matrix_task)
         if result.status != "FINISHED":
-            self.console.print(f"[red]cell {result.cell.label} FAILED:[/] {result.error}")
+            label, error = escape(result.cell.label), escape(str(result.error))
+            self.console.print(f"[red]cell {label} FAILED:[/] {error}")
 
     def training(self, label: str, epoch: int, epochs: int, loss: float, val_accuracy: float) -> None:
-        description = f"  training {label} (loss {loss:.3f}, val acc {val_accuracy:.3f})"
+        description = escape(f"  training {label} (loss {loss:.3f}, val acc {val_accuracy:.3f})")
         if self._training_task is None:
             self._training_task = self._progress.add_task(description, total=epochs)
         self._progress.update(self._training_task, completed=epoch, total=epochs, description=description)
@@ -68,10 +70,10 @@ class RichProgress:
     def trained(self, label: str, history: TrainingHistory) -> None:
         accuracies = " ".join(f"{a:.3f}" for a in history.val_accuracy)
         kept = f", kept epoch {history.best_epoch}" if history.best_epoch is not None else ""
-        self.console.print(f"trained {label}: val acc by epoch {accuracies}{kept}")
+        self.console.print(f"trained {label}: val acc by epoch {accuracies}{kept}", markup=False)
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, markup=False)
 
 
 class QuietProgress:

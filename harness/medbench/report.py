@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from medbench.budgets import format_budget
@@ -72,11 +73,12 @@ def results_table(results: Sequence[CellResult], title: str = "medbench results"
     table.add_column("status")
     for result in results:
         cell = result.cell
-        status = "[green]ok[/]" if result.status == "FINISHED" else f"[red]FAILED[/] {result.error or ''}"
+        failed = f"[red]FAILED[/] {escape(result.error or '')}"
+        status = "[green]ok[/]" if result.status == "FINISHED" else failed
         table.add_row(
-            cell.model,
-            cell.defense,
-            cell.attack,
+            escape(cell.model),
+            escape(cell.defense),  # variants like dcnn[lambda_a=0] are not rich markup
+            escape(cell.attack),
             f"{cell.budget_name}={format_budget(cell.budget)}",
             *(_format(result.metrics.get(name), name) for name, _ in TABLE_METRICS),
             status,
