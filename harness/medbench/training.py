@@ -110,7 +110,7 @@ def _train(
     loss: LossFn | None,
     on_epoch: EpochCallback | None,
 ) -> TrainingHistory:
-    trainable_ids = {id(p) for p in trainable}
+    frozen = _frozen_submodules(defended, {id(p) for p in trainable})
     optimizer = torch.optim.Adam(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     criterion = default_loss(dataset)
     history = TrainingHistory()
@@ -123,7 +123,7 @@ def _train(
             if perturb is not None:
                 defended.eval()
                 x = perturb(defended, x, y).detach()
-            _set_train(defended, trainable_ids)
+            _set_train(defended, frozen)
             optimizer.zero_grad(set_to_none=True)
             value = loss(defended, x, y) if loss is not None else criterion(defended_logits(defended, x), y)
             value.backward()
@@ -180,15 +180,27 @@ def _frozen_outside(
             parameter.requires_grad_(True)
 
 
-def _set_train(defended: DefendedModel, trainable_ids: set[int]) -> None:
-    """Training mode for the parts being trained; eval mode for every submodule none of whose
-    parameters is trained, so that a frozen part keeps its BatchNorm statistics and runs
-    without dropout (a denoiser trained in front of a fixed classifier, a frozen backbone)."""
-    roots = [defended.model, *defended.modules.values()]
-    for root in roots:
-        root.train()
-    for root in roots:
+def _frozen_submodules(defended: DefendedModel, trainable_ids: set[int]) -> list[nn.Module]:
+    """The largest submodules that have parameters but none of them trained (computed once)."""
+    frozen: list[nn.Module] = []
+    covered: set[int] = set()
+    for root in [defended.model, *defended.modules.values()]:
         for module in root.modules():
+            if id(module) in covered:
+                continue
             own = list(module.parameters())
             if own and not any(id(p) in trainable_ids for p in own):
-                module.eval()  # recursive: a frozen subtree's dropout is off too
+                frozen.append(module)
+                covered.update(id(m) for m in module.modules())
+    return frozen
+
+
+def _set_train(defended: DefendedModel, frozen: list[nn.Module]) -> None:
+    """Training mode for the parts being trained; eval mode for the frozen submodules, so that
+    a frozen part keeps its BatchNorm statistics and runs without dropout (a denoiser trained
+    in front of a fixed classifier, a frozen backbone)."""
+    defended.model.train()
+    for module in defended.modules.values():
+        module.train()
+    for module in frozen:
+        module.eval()  # recursive: a frozen subtree's dropout is off too
