@@ -8,9 +8,10 @@ configuration with :meth:`Plugin.configured`.
 Conventions every plugin relies on (DESIGN.md §2, §7):
 
 * Images are float tensors in **[0, 1]**, channels first: ``(N, C, H, W)`` in 2D,
-  ``(N, C, D, H, W)`` in 3D. Budgets are on that scale (``8/255``).
+  ``(N, C, D, H, W)`` in 3D (depth, i.e. axial slices, first). Budgets are on that scale (``8/255``).
 * Normalisation (mean/std) belongs to the model, not to the data.
-* Classification labels are ``int64`` class indices of shape ``(N,)``.
+* Classification labels are ``int64`` class indices of shape ``(N,)``; segmentation labels
+  are ``int64`` class maps ``(N, *spatial)`` with class 0 the background.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ ThreatModel = Literal["linf", "l2", "noise", "frequency"]
 DefenseKind = Literal["training", "preprocessing", "wrapper"]
 
 CLASSIFICATION: frozenset[str] = frozenset({"classification"})
+SEGMENTATION: frozenset[str] = frozenset({"segmentation"})
+ALL_TASKS: frozenset[str] = CLASSIFICATION | SEGMENTATION
 
 
 class Plugin:
@@ -217,6 +220,15 @@ class Model(Plugin, ABC):
             "(no fc/classifier/head attribute); override Model.head"
         )
 
+    def roi_size(self) -> tuple[int, ...] | None:
+        """Spatial size of the patches the module is built for, or None when any size works.
+
+        Segmentation networks with a fixed input size (UNETR) return it: the harness then
+        trains on patches of that size, attacks volumes patch by patch and evaluates them
+        with sliding-window inference. The default is None.
+        """
+        return None
+
     @abstractmethod
     def build(self, task: Task, in_channels: int, num_classes: int, weights: str | None = None) -> nn.Module:
         """Build a fresh module.
@@ -348,6 +360,10 @@ class DefenseContext(ABC):
     @abstractmethod
     def logits(self, defended: DefendedModel, x: torch.Tensor) -> torch.Tensor:
         """Differentiable forward pass from [0, 1] input: preprocessors, normalisation, model."""
+
+    @abstractmethod
+    def roi_size(self) -> tuple[int, ...] | None:
+        """The patch size the model plugin's network takes (see :meth:`Model.roi_size`)."""
 
 
 class Defense(Plugin, ABC):

@@ -232,9 +232,13 @@ class Context(DefenseContext):
             loss=loss,
             parameters=parameters,
             on_epoch=callback,
+            roi_size=self._builder.model.roi_size(),
         )
         if self._builder.on_trained is not None:
             self._builder.on_trained(label, history)
 
     def logits(self, defended: DefendedModel, x: torch.Tensor) -> torch.Tensor:
         return defended_logits(defended, x)
+
+    def roi_size(self) -> tuple[int, ...] | None:
+        return self._builder.model.roi_size()

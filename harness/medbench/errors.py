@@ -47,13 +47,27 @@ def did_you_mean(name: str, known: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def equally_close(name: str, known: Iterable[str]) -> list[str]:
+    """The known names closest to ``name`` when several are equally close (``phantom`` →
+    ``phantom2d``, ``phantom3d``), else the closest one; empty when nothing is close."""
+    candidates = difflib.get_close_matches(name, list(known), n=5, cutoff=0.5)
+    if not candidates:
+        return []
+
+    def ratio(candidate: str) -> float:
+        return difflib.SequenceMatcher(None, name, candidate).ratio()
+
+    best = ratio(candidates[0])
+    return sorted(c for c in candidates if ratio(c) == best)
+
+
 def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     """Format ``unknown <kind> 'name'`` with a did-you-mean or the list of known names."""
     known = sorted(known)
     message = f"unknown {kind} {name!r}"
-    suggestion = did_you_mean(name, known)
-    if suggestion is not None:
-        return f"{message}; did you mean {suggestion!r}?"
+    suggestions = equally_close(name, known)
+    if suggestions:
+        return f"{message}; did you mean {' or '.join(map(repr, suggestions))}?"
     if known:
         return f"{message}; known: {', '.join(known)}"
     return f"{message}; none is registered"

@@ -11,6 +11,36 @@ from PIL import Image
 MIN_TILE = 96
 """Tiles smaller than this many pixels are enlarged by an integer factor."""
 
+_PALETTE = torch.tensor(
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [220, 190, 255],
+        [170, 110, 40],
+    ],
+    dtype=torch.float32,
+) / 255
+
+
+def label_colors(labels: torch.Tensor) -> torch.Tensor:
+    """Class maps ``(N, *spatial)`` → RGB images ``(N, 3, *spatial)`` in [0, 1] (background black).
+
+    Classes beyond the 14-colour palette reuse its colours (class 0 stays black).
+    """
+    indices = labels.long().cpu()
+    indices = torch.where(indices > 0, (indices - 1) % (len(_PALETTE) - 1) + 1, indices)
+    return _PALETTE[indices].movedim(-1, 1)
+
 
 def _to_display(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) or (N, C, D, H, W) in [0, 1] → (N, H, W) or (N, H, W, 3) uint8 (middle slice in 3D)."""

@@ -33,9 +33,17 @@ from medbench.defending import (
     variant_label,
 )
 from medbench.errors import CellError, UsageError, unknown_name_message
-from medbench.estimators import classifier_estimator, frozen_parameters, predict_logits
-from medbench.images import example_grid, image_rows
-from medbench.metrics import classification_metrics
+from medbench.estimators import frozen_parameters
+from medbench.evaluation import (
+    Batch,
+    ClassificationEvaluator,
+    CleanOutputs,
+    SegmentationEvaluator,
+    TaskEvaluator,
+    eval_batches,
+)
+from medbench.images import image_rows
+from medbench.lpips_similarity import lpips_similarity
 from medbench.plugins import PluginHost
 from medbench.spec import RunSpec
 from medbench.tracking import Tracker
@@ -197,6 +205,10 @@ def plan_matrix(
     for name in spec.models:
         model = registries.models.get(name).configured(spec.plugin_settings("model", name))
         _check_task("model", name, model.tasks, task)
+        if model.dims != dataset.dims:
+            raise UsageError(
+                f"model {name!r} is {model.dims}D but dataset {dataset.name!r} is {dataset.dims}D"
+            )
         models[name] = model
 
     defenses: dict[str, list[Defense]] = {}
@@ -370,14 +382,6 @@ def check_adversarial(cell: Cell, x: torch.Tensor, x_adv: torch.Tensor) -> None:
             )
 
 
-def eval_tensors(bundle: DatasetBundle, n_eval: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n_eval`` test samples as two tensors."""
-    items = [bundle.test[i] for i in range(n_eval)]
-    x = torch.stack([item[0] for item in items]).float()
-    y = torch.stack([torch.as_tensor(item[1]) for item in items])
-    return x, y
-
-
 class MatrixRunner:
     """Runs a :class:`MatrixPlan`, logging to MLflow through a :class:`Tracker`."""
 
@@ -395,6 +399,7 @@ class MatrixRunner:
         self.progress = progress
         self.cache = cache
         self.results: list[CellResult] = []
+        self._lpips: Any = None
 
     def run(self) -> list[CellResult]:
         plan = self.plan
@@ -407,13 +412,13 @@ class MatrixRunner:
         try:
             self._hooks("before_matrix", matrix=plan)
             self.progress.start_matrix(len(plan.cells))
-            x_eval, y_eval = eval_tensors(plan.bundle, plan.n_eval)
-            x_eval, y_eval = x_eval.to(plan.device), y_eval.to(plan.device)
+            batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
             for model_name in plan.models:
                 builder = self._builder(model_name)
+                evaluator = self._evaluator(model_name)
                 for defense_name, chain in plan.defenses.items():
                     group = [c for c in plan.cells if c.model == model_name and c.defense == defense_name]
-                    self._run_group(builder, chain, group, x_eval, y_eval)
+                    self._run_group(builder, evaluator, chain, group, batches)
             self._hooks("after_matrix", matrix=plan, results=self.results)
             self._log_summary()
             status = "FINISHED" if all(r.status == "FINISHED" for r in self.results) else "FAILED"
@@ -425,6 +430,19 @@ class MatrixRunner:
         return self.results
 
     # ------------------------------------------------------------------ pieces
+
+    def _evaluator(self, model_name: str) -> TaskEvaluator:
+        plan = self.plan
+        roi = plan.models[model_name].roi_size()
+        if plan.bundle.task == "classification":
+            return ClassificationEvaluator(plan.bundle, plan.device, roi, plan.spec.eval_batch_size)
+        if self._lpips is None:
+            self._lpips = lpips_similarity(plan.device) if plan.dataset.dims == 3 else None
+            if isinstance(self._lpips, str):
+                self.progress.message(f"lpips_sim left out: {self._lpips}")
+        return SegmentationEvaluator(
+            plan.bundle, plan.device, roi, None if isinstance(self._lpips, str) else self._lpips
+        )
 
     def _builder(self, model_name: str) -> DefenseBuilder:
         plan = self.plan
@@ -455,16 +473,17 @@ class MatrixRunner:
     def _run_group(
         self,
         builder: DefenseBuilder,
+        evaluator: TaskEvaluator,
         chain: list[Defense],
         cells: list[Cell],
-        x_eval: torch.Tensor,
-        y_eval: torch.Tensor,
+        batches: list[Batch],
     ) -> None:
         try:
             defended = builder.build(chain)
-            estimator = classifier_estimator(defended, self.plan.bundle, self.plan.device)
-            clean_logits = predict_logits(estimator, x_eval, self.plan.spec.eval_batch_size)
-            if not torch.isfinite(clean_logits).all():
+            estimator = evaluator.estimator(defended)
+            with frozen_parameters(defended):
+                clean = evaluator.clean_outputs(estimator, batches)
+            if not all(torch.isfinite(outputs.float()).all() for outputs in clean.outputs):
                 raise CellError(
                     f"model {cells[0].model!r} with defense {cells[0].defense!r} "
                     "returned NaN or infinite logits on clean input"
@@ -478,12 +497,12 @@ class MatrixRunner:
                 self._fail_cell(cell, f"building the defended model failed: {message}", details)
             return
         with frozen_parameters(defended), tempfile.TemporaryDirectory() as directory:
-            visuals = self._defense_images(chain, defended, x_eval, Path(directory))
+            visuals = self._defense_images(chain, defended, batches[0][0], Path(directory))
             for cell in cells:
-                self._run_cell(cell, defended, estimator, x_eval, y_eval, clean_logits, visuals)
+                self._run_cell(cell, evaluator, estimator, batches, clean, visuals)
 
     def _defense_images(
-        self, chain: list[Defense], defended: DefendedModel, x_eval: torch.Tensor, directory: Path
+        self, chain: list[Defense], defended: DefendedModel, x: torch.Tensor, directory: Path
     ) -> list[Path]:
         """PNG files of what the defense's :meth:`~medbench.api.Defense.visualize` returns.
 
@@ -493,7 +512,7 @@ class MatrixRunner:
             return []
         try:
             with torch.no_grad():
-                visuals = chain[0].visualize(defended, x_eval[:8])
+                visuals = chain[0].visualize(defended, x[:8])
             return [image_rows(rows, directory / f"{name}.png") for name, rows in visuals.items()]
         except Exception as error:
             self.progress.message(f"defense {chain[0].name!r} could not draw its images: {_one_line(error)}")
@@ -502,17 +521,14 @@ class MatrixRunner:
     def _run_cell(
         self,
         cell: Cell,
-        defended: DefendedModel,
+        evaluator: TaskEvaluator,
         estimator: Any,
-        x_eval: torch.Tensor,
-        y_eval: torch.Tensor,
-        clean_logits: torch.Tensor,
+        batches: list[Batch],
+        clean: CleanOutputs,
         defense_images: list[Path],
     ) -> None:
         plan = self.plan
         attack = plan.attacks[cell.attack]
-        batch_size = plan.spec.eval_batch_size
-        batches = range(0, x_eval.shape[0], batch_size)
         cell.run_id = self.tracker.start_run(
             cell.label, cell_params(plan, cell), self._cell_tags(cell), plan.parent_run_id
         )
@@ -521,29 +537,31 @@ class MatrixRunner:
         try:
             seed = cell_seed(plan, cell)
             started = time.perf_counter()
-            adversarial = []
-            for number, start in enumerate(batches):
-                x = x_eval[start : start + batch_size]
-                y = y_eval[start : start + batch_size]
-                x_adv = attack.generate(estimator, x, y, cell.budget, seed=seed + number)
+            adversarial, attacked = [], []
+            for number, (x, y) in enumerate(batches):
+                x_adv = evaluator.craft(attack, estimator, x, y, cell.budget, seed + number * 1009)
                 check_adversarial(cell, x, x_adv)
                 adversarial.append(x_adv.detach())
+                outputs = evaluator.adversarial_outputs(estimator, adversarial[-1])
+                if not torch.isfinite(outputs.float()).all():
+                    raise CellError("the model returned NaN or infinite logits on the adversarial inputs")
+                attacked.append(outputs)
                 self.progress.advance_cell()
-            x_adv_all = torch.cat(adversarial)
-            adv_logits = predict_logits(estimator, x_adv_all, batch_size)
             if plan.device.type == "cuda":
                 torch.cuda.synchronize(plan.device)
             seconds = time.perf_counter() - started
-            if not torch.isfinite(adv_logits).all():
-                raise CellError("the model returned NaN or infinite logits on the adversarial inputs")
-            metrics = classification_metrics(
-                y_eval, clean_logits, adv_logits, x_eval, x_adv_all, multilabel=plan.bundle.multilabel
-            )
+            metrics = evaluator.metrics(batches, adversarial, clean, attacked)
             metrics["seconds"] = seconds
-            metrics.update(self._plugin_metrics(cell, x_eval, x_adv_all, y_eval, clean_logits, adv_logits))
+            metrics.update(self._plugin_metrics(cell, batches, adversarial, clean.outputs, attacked))
             self.tracker.log_metrics(cell.run_id, metrics)
             with tempfile.TemporaryDirectory() as directory:
-                grid = example_grid(x_eval, x_adv_all, Path(directory) / "examples.png")
+                grid = evaluator.examples(
+                    batches[0],
+                    adversarial[0],
+                    clean.outputs[0],
+                    attacked[0],
+                    Path(directory) / "examples.png",
+                )
                 self.tracker.log_artifact(cell.run_id, grid)
             for image in defense_images:
                 self.tracker.log_artifact(cell.run_id, image, "defense")
@@ -560,20 +578,22 @@ class MatrixRunner:
     def _plugin_metrics(
         self,
         cell: Cell,
-        x: torch.Tensor,
-        x_adv: torch.Tensor,
-        y: torch.Tensor,
-        clean_logits: torch.Tensor,
-        adv_logits: torch.Tensor,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: list[torch.Tensor],
+        attacked: list[torch.Tensor],
     ) -> dict[str, float]:
         if not self.plan.metrics:
             return {}
+        if len({x.shape[1:] for x, _ in batches}) > 1:
+            self.progress.message("metric plugins skipped: the evaluation samples differ in size")
+            return {}
         outputs = CellOutputs(
-            x_clean=x.cpu(),
-            x_adv=x_adv.cpu(),
-            labels=y.cpu(),
-            clean_logits=clean_logits.cpu(),
-            adv_logits=adv_logits.cpu(),
+            x_clean=torch.cat([x for x, _ in batches]).cpu(),
+            x_adv=torch.cat(adversarial).cpu(),
+            labels=torch.cat([y for _, y in batches]).cpu(),
+            clean_logits=torch.cat(clean).cpu(),
+            adv_logits=torch.cat(attacked).cpu(),
             budget=cell.budget,
             budget_name=cell.budget_name,
             task=self.plan.bundle.task,

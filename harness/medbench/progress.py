@@ -59,7 +59,7 @@ class RichProgress:
             self.console.print(f"[red]cell {label} FAILED:[/] {error}")
 
     def training(self, label: str, epoch: int, epochs: int, loss: float, val_accuracy: float) -> None:
-        description = escape(f"  training {label} (loss {loss:.3f}, val acc {val_accuracy:.3f})")
+        description = escape(f"  training {label} (loss {loss:.3f}, val {val_accuracy:.3f})")
         if self._training_task is None:
             self._training_task = self._progress.add_task(description, total=epochs)
         self._progress.update(self._training_task, completed=epoch, total=epochs, description=description)
@@ -70,7 +70,7 @@ class RichProgress:
     def trained(self, label: str, history: TrainingHistory) -> None:
         accuracies = " ".join(f"{a:.3f}" for a in history.val_accuracy)
         kept = f", kept epoch {history.best_epoch}" if history.best_epoch is not None else ""
-        self.console.print(f"trained {label}: val acc by epoch {accuracies}{kept}", markup=False)
+        self.console.print(f"trained {label}: validation score by epoch {accuracies}{kept}", markup=False)
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False)

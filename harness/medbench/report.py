@@ -22,6 +22,22 @@ TABLE_METRICS = (
     ("ssim_mean", "SSIM"),
     ("seconds", "seconds"),
 )
+SEGMENTATION_TABLE_METRICS = (
+    ("clean_dice", "clean Dice"),
+    ("robust_dice", "robust Dice"),
+    ("clean_hd95", "clean HD95"),
+    ("robust_hd95", "robust HD95"),
+    ("linf_max", "L∞ max"),
+    ("ssim_mean", "SSIM"),
+    ("seconds", "seconds"),
+)
+
+
+def table_metrics(results: Sequence[CellResult]) -> tuple[tuple[str, str], ...]:
+    """The columns for the task of the results (segmentation cells report Dice and HD95)."""
+    if any("clean_dice" in result.metrics for result in results):
+        return SEGMENTATION_TABLE_METRICS
+    return TABLE_METRICS
 
 
 def _json_number(value: float) -> float | None:
@@ -56,7 +72,7 @@ def results_document(
 def _format(value: float | None, name: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if name == "seconds":
+    if name == "seconds" or name.endswith("hd95"):
         return f"{value:.1f}"
     if name == "linf_max":
         return f"{value * 255:.2f}/255"
@@ -68,7 +84,8 @@ def results_table(results: Sequence[CellResult], title: str = "medbench results"
     table = Table(title=title, show_lines=False)
     for header in ("model", "defense", "attack", "budget"):
         table.add_column(header)
-    for _, header in TABLE_METRICS:
+    columns = table_metrics(results)
+    for _, header in columns:
         table.add_column(header, justify="right")
     table.add_column("status")
     for result in results:
@@ -80,7 +97,7 @@ def results_table(results: Sequence[CellResult], title: str = "medbench results"
             escape(cell.defense),  # variants like dcnn[lambda_a=0] are not rich markup
             escape(cell.attack),
             f"{cell.budget_name}={format_budget(cell.budget)}",
-            *(_format(result.metrics.get(name), name) for name, _ in TABLE_METRICS),
+            *(_format(result.metrics.get(name), name) for name, _ in columns),
             status,
         )
     return table

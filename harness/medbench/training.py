@@ -8,18 +8,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from medbench.api import DatasetBundle, DefendedModel
 from medbench.errors import CellError
 from medbench.forward import defended_logits
+from medbench.segmentation_metrics import dice_ce_loss, dice_per_class, image_means, mean_defined
 from medbench.spec import TrainingSettings
 
 Perturb = Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[DefendedModel, torch.Tensor, torch.Tensor], torch.Tensor]
 EpochCallback = Callable[[int, int, float, float], None]
-"""``(epoch, epochs, train_loss, val_accuracy)`` after each epoch."""
+"""``(epoch, epochs, train_loss, val_score)`` after each epoch."""
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -28,13 +31,65 @@ class TrainingHistory:
 
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    """The validation score per epoch: accuracy (classification) or mean Dice (segmentation)."""
     best_epoch: int | None = None
     """The epoch whose weights were kept (``keep_best``), counted from 1."""
 
 
-def default_loss(dataset: DatasetBundle) -> nn.Module:
-    """Cross-entropy, or BCE-with-logits for multi-label data."""
+def default_loss(dataset: DatasetBundle) -> Criterion:
+    """Cross-entropy, BCE-with-logits for multi-label data, Dice+CE for segmentation."""
+    if dataset.task == "segmentation":
+        return dice_ce_loss
     return nn.BCEWithLogitsLoss() if dataset.multilabel else nn.CrossEntropyLoss()
+
+
+def evaluate_validation(
+    defended: DefendedModel,
+    dataset: DatasetBundle,
+    device: torch.device,
+    roi_size: tuple[int, ...] | None = None,
+) -> float:
+    """The score that picks the best epoch: clean accuracy, or mean Dice for segmentation."""
+    if dataset.task != "segmentation":
+        return evaluate_accuracy(defended, dataset, "val", device)
+    from medbench.segmentation import SegmentationEstimator
+
+    estimator = SegmentationEstimator(
+        defended,
+        nb_classes=dataset.num_classes,
+        input_shape=dataset.input_shape,
+        device=device,
+        roi_size=roi_size,
+    )
+    scores = []
+    for index in range(len(dataset.val)):  # type: ignore[arg-type]
+        image, label = dataset.val[index]
+        prediction = estimator.predict_labels(torch.as_tensor(image)[None].to(device))
+        labels = torch.as_tensor(label)[None].to(device)
+        scores.append(image_means(dice_per_class(prediction, labels, dataset.num_classes)).cpu())
+    return mean_defined(torch.cat(scores)) if scores else float("nan")
+
+
+def fit_to_roi(
+    x: torch.Tensor, y: torch.Tensor, roi_size: tuple[int, ...] | None, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random ``roi_size`` crop of a segmentation batch (zero-padded where it is smaller).
+
+    Networks built for one input size (UNETR) train on patches of that size; the whole batch
+    shares one crop position.
+    """
+    if roi_size is None or tuple(x.shape[2:]) == tuple(roi_size):
+        return x, y
+    padding = [max(r - s, 0) for s, r in zip(x.shape[2:], roi_size, strict=True)]
+    if any(padding):
+        pad = [value for amount in reversed(padding) for value in (0, amount)]
+        x, y = F.pad(x, pad), F.pad(y, pad)
+    starts = [
+        int(torch.randint(0, size - r + 1, (1,), generator=generator))
+        for size, r in zip(x.shape[2:], roi_size, strict=True)
+    ]
+    window = tuple(slice(start, start + r) for start, r in zip(starts, roi_size, strict=True))
+    return x[(slice(None), slice(None), *window)], y[(slice(None), *window)]
 
 
 def evaluate_accuracy(
@@ -67,6 +122,7 @@ def train_defended(
     loss: LossFn | None = None,
     parameters: list[nn.Parameter] | None = None,
     on_epoch: EpochCallback | None = None,
+    roi_size: tuple[int, ...] | None = None,
 ) -> TrainingHistory:
     """Train ``defended`` in place with Adam on the training split.
 
@@ -81,6 +137,8 @@ def train_defended(
         loss: ``(defended, x, y) -> scalar`` replacing the default loss on the batch.
         parameters: What to optimise (default: everything in the model and extra modules).
         on_epoch: Progress callback.
+        roi_size: Segmentation: the patch size the network takes; batches are randomly
+            cropped to it and validation volumes predicted with a sliding window.
 
     Raises:
         CellError: The loss became NaN or infinite.
@@ -96,7 +154,9 @@ def train_defended(
     if not trainable:
         raise CellError("nothing to train: every parameter is frozen")
     with _frozen_outside(defended, everything, trainable):
-        return _train(defended, dataset, settings, device, loader, trainable, perturb, loss, on_epoch)
+        return _train(
+            defended, dataset, settings, device, loader, trainable, perturb, loss, on_epoch, roi_size, seed
+        )
 
 
 def _train(
@@ -109,8 +169,11 @@ def _train(
     perturb: Perturb | None,
     loss: LossFn | None,
     on_epoch: EpochCallback | None,
+    roi_size: tuple[int, ...] | None,
+    seed: int,
 ) -> TrainingHistory:
     frozen = _frozen_submodules(defended, {id(p) for p in trainable})
+    crops = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     criterion = default_loss(dataset)
     history = TrainingHistory()
@@ -120,6 +183,8 @@ def _train(
         batches = 0
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if dataset.task == "segmentation":
+                x, y = fit_to_roi(x, y, roi_size, crops)
             if perturb is not None:
                 defended.eval()
                 x = perturb(defended, x, y).detach()
@@ -136,7 +201,7 @@ def _train(
             value_text = "NaN" if math.isnan(mean_loss) else "infinite"
             raise CellError(f"training diverged: the loss became {value_text} in epoch {epoch + 1}")
         history.train_loss.append(mean_loss)
-        history.val_accuracy.append(evaluate_accuracy(defended, dataset, "val", device))
+        history.val_accuracy.append(evaluate_validation(defended, dataset, device, roi_size))
         accuracy = history.val_accuracy[-1]
         if settings.keep_best and not math.isnan(accuracy) and (best is None or accuracy >= best[0]):
             best = (accuracy, _copy_states(defended))

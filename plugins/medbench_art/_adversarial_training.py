@@ -14,7 +14,9 @@ from collections.abc import Callable
 
 import torch
 
-from medbench.api import DefendedModel, Defense, DefenseContext
+from medbench.api import ALL_TASKS, DefendedModel, Defense, DefenseContext
+from medbench.training import default_loss
+from medbench_art.pgd_torch import Criterion
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -33,20 +35,25 @@ class AdversarialTraining(Defense):
     """Base of the ``at-*`` defenses: subclasses say how a training batch is perturbed."""
 
     kind = "training"
+    tasks = ALL_TASKS
 
     def build(self, ctx: DefenseContext) -> DefendedModel:
         return ctx.new_model()
 
     @abstractmethod
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
     ) -> torch.Tensor:
-        """The training input for a clean batch ``x`` (in [0, 1]), without parameter gradients."""
+        """The training input for a clean batch ``x`` (in [0, 1]), without parameter gradients.
+
+        ``loss`` is the task's training loss (cross-entropy, BCE for multi-label data, Dice+CE
+        for segmentation), which gradient-based perturbations ascend."""
 
     def fit(self, defended: DefendedModel, ctx: DefenseContext) -> None:
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+        criterion = default_loss(ctx.dataset)
 
         def perturb(model: DefendedModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self.perturb(lambda z: ctx.logits(model, z), x, y, generator)
+            return self.perturb(lambda z: ctx.logits(model, z), x, y, generator, criterion)
 
         ctx.train(defended, perturb=perturb)

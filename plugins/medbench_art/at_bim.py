@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench_art._adversarial_training import AdversarialTraining, Logits, check_linf_settings
-from medbench_art.pgd_torch import pgd_linf
+from medbench_art.pgd_torch import Criterion, pgd_linf
 
 
 class BIMAdversarialTraining(AdversarialTraining):
@@ -34,9 +34,16 @@ class BIMAdversarialTraining(AdversarialTraining):
             check_linf_settings(self.eps, self.max_iter, self.step_ratio)
 
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
     ) -> torch.Tensor:
         s = self.settings
         return pgd_linf(
-            logits, x, y, eps=s.eps, eps_step=s.step_ratio * s.eps, steps=s.max_iter, random_start=False
+            logits,
+            x,
+            y,
+            eps=s.eps,
+            eps_step=s.step_ratio * s.eps,
+            steps=s.max_iter,
+            random_start=False,
+            loss=loss,
         )

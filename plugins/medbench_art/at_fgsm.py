@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench_art._adversarial_training import AdversarialTraining, Logits, check_linf_settings
-from medbench_art.pgd_torch import pgd_linf
+from medbench_art.pgd_torch import Criterion, pgd_linf
 
 
 class FGSMAdversarialTraining(AdversarialTraining):
@@ -41,7 +41,7 @@ class FGSMAdversarialTraining(AdversarialTraining):
                 raise ValueError("step_ratio must be in (0, 2]")
 
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
     ) -> torch.Tensor:
         s = self.settings
         return pgd_linf(
@@ -53,4 +53,5 @@ class FGSMAdversarialTraining(AdversarialTraining):
             steps=1,
             random_start=s.random_start,
             generator=generator,
+            loss=loss,
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench_art._adversarial_training import AdversarialTraining, Logits
+from medbench_art.pgd_torch import Criterion
 
 
 class GaussianNoiseTraining(AdversarialTraining):
@@ -31,7 +32,7 @@ class GaussianNoiseTraining(AdversarialTraining):
                 raise ValueError("sigma must be in [0, 1]")
 
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
     ) -> torch.Tensor:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (x + self.settings.sigma * noise).clamp(0.0, 1.0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench_art._adversarial_training import AdversarialTraining, Logits, check_linf_settings
-from medbench_art.pgd_torch import pgd_linf
+from medbench_art.pgd_torch import Criterion, pgd_linf
 
 
 class PGDAdversarialTraining(AdversarialTraining):
@@ -36,7 +36,7 @@ class PGDAdversarialTraining(AdversarialTraining):
             check_linf_settings(self.eps, self.max_iter, self.step_ratio)
 
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
     ) -> torch.Tensor:
         s = self.settings
         return pgd_linf(
@@ -48,4 +48,5 @@ class PGDAdversarialTraining(AdversarialTraining):
             steps=s.max_iter,
             random_start=s.random_start,
             generator=generator,
+            loss=loss,
         )

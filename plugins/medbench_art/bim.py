@@ -6,6 +6,7 @@ from typing import Any
 
 from art.attacks.evasion import BasicIterativeMethod
 
+from medbench.api import ALL_TASKS
 from medbench_art._art_bridge import ARTEvasionAttack
 from medbench_art._iterative import IterativeSettings
 
@@ -20,6 +21,7 @@ class BIM(ARTEvasionAttack):
     name = "bim"
     description = "Basic Iterative Method / I-FGSM, 10 L∞ steps of ε/10, no random start (ART)"
     threat_model = "linf"
+    tasks = ALL_TASKS
     budget_name = "eps"
     default_budgets = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
     Settings = IterativeSettings
@@ -29,7 +31,7 @@ class BIM(ARTEvasionAttack):
         return BasicIterativeMethod(
             estimator,
             eps=budget,
-            eps_step=settings.step_ratio * budget,
+            eps_step=settings.step(budget),
             max_iter=settings.max_iter,
             batch_size=batch_size,
             verbose=False,

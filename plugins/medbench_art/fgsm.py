@@ -7,6 +7,7 @@ from typing import Any
 
 from art.attacks.evasion import FastGradientMethod
 
+from medbench.api import ALL_TASKS
 from medbench_art._art_bridge import ARTEvasionAttack
 
 
@@ -16,6 +17,7 @@ class FGSM(ARTEvasionAttack):
     name = "fgsm"
     description = "Fast Gradient Sign Method, one L∞ step of size ε (ART FastGradientMethod)"
     threat_model = "linf"
+    tasks = ALL_TASKS
     budget_name = "eps"
     default_budgets = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 

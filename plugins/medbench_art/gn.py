@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from medbench.api import Attack
+from medbench.api import ALL_TASKS, Attack
 
 
 class GaussianNoise(Attack):
@@ -20,6 +20,7 @@ class GaussianNoise(Attack):
     name = "gn"
     description = "Gaussian noise N(0, σ²) added to the input and clipped to [0, 1] (budget σ)"
     threat_model = "noise"
+    tasks = ALL_TASKS
     budget_name = "sigma"
     default_budgets = (4 / 255, 8 / 255)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from art.attacks.evasion import MomentumIterativeMethod
 
+from medbench.api import ALL_TASKS
 from medbench_art._art_bridge import ARTEvasionAttack
 from medbench_art._iterative import IterativeSettings
 
@@ -35,6 +36,7 @@ class MIFGSM(ARTEvasionAttack):
     name = "mifgsm"
     description = "Momentum Iterative FGSM, L∞, 10 steps of ε/10, decay 1.0 (ART MomentumIterativeMethod)"
     threat_model = "linf"
+    tasks = ALL_TASKS
     budget_name = "eps"
     default_budgets = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
     Settings = MIFGSMSettings
@@ -45,7 +47,7 @@ class MIFGSM(ARTEvasionAttack):
             estimator,
             norm=float("inf"),
             eps=budget,
-            eps_step=settings.step_ratio * budget,
+            eps_step=settings.step(budget),
             decay=settings.decay,
             max_iter=settings.max_iter,
             batch_size=batch_size,

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from art.attacks.evasion import ProjectedGradientDescent
+from art.estimators.classification.classifier import ClassifierMixin
 
+from medbench.api import ALL_TASKS
 from medbench_art._art_bridge import ARTEvasionAttack
 from medbench_art._iterative import IterativeSettings
+from medbench_art.random_start_pgd import RandomStartPGD
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class PGDSettings(IterativeSettings):
         max_iter: Gradient steps (10).
         step_ratio: Step size as a fraction of ε (0.25, i.e. 2.5·ε/10 as in Madry et al.).
         num_random_init: Random starts in the ε-ball; with more than one, ART keeps the
-            successful restart per sample.
+            successful restart per sample (classification only: segmentation takes one).
     """
 
     step_ratio: float = 0.25
@@ -37,17 +40,20 @@ class PGD(ARTEvasionAttack):
     name = "pgd"
     description = "Projected Gradient Descent, L∞, random start, 10 steps of ε/4 (ART, PyTorch path)"
     threat_model = "linf"
+    tasks = ALL_TASKS
     budget_name = "eps"
     default_budgets = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
     Settings = PGDSettings
 
     def make(self, estimator: Any, budget: float, batch_size: int) -> Any:
         settings: PGDSettings = self.settings
-        return ProjectedGradientDescent(
+        # ART's segmentation (non-classifier) path refuses a random start: ours adds it
+        factory = ProjectedGradientDescent if isinstance(estimator, ClassifierMixin) else RandomStartPGD
+        return factory(
             estimator,
             norm=float("inf"),
             eps=budget,
-            eps_step=settings.step_ratio * budget,
+            eps_step=settings.step(budget),
             max_iter=settings.max_iter,
             num_random_init=settings.num_random_init,
             batch_size=batch_size,

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def pgd_linf(
@@ -25,18 +26,21 @@ def pgd_linf(
     steps: int,
     random_start: bool,
     generator: torch.Generator | None = None,
+    loss: Criterion = F.cross_entropy,
 ) -> torch.Tensor:
-    """Untargeted L∞ PGD on cross-entropy.
+    """Untargeted L∞ PGD ascending ``loss`` (cross-entropy by default).
 
     Args:
         logits: Differentiable forward pass from [0, 1] input to logits.
         x: Clean inputs in [0, 1].
-        y: Class indices.
+        y: Labels, as ``loss`` takes them.
         eps: Radius of the L∞ ball.
         eps_step: Step size.
         steps: Number of steps.
         random_start: Start at a uniform random point of the ball (clipped to [0, 1]).
         generator: Random generator for the start (on ``x``'s device).
+        loss: ``(logits, y) -> scalar``: the task's loss (BCE for multi-label data, Dice+CE
+            for segmentation).
 
     Returns:
         Adversarial inputs within ``eps`` of ``x`` and inside [0, 1], detached.
@@ -49,8 +53,7 @@ def pgd_linf(
         x_adv = x0.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = F.cross_entropy(logits(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
+        (grad,) = torch.autograd.grad(loss(logits(x_adv), y), x_adv)
         with torch.no_grad():
             x_adv = (x_adv + eps_step * grad.sign()).clamp(0.0, 1.0)
             x_adv = x0 + (x_adv - x0).clamp(-eps, eps)

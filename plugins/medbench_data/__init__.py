@@ -1,9 +1,13 @@
-"""Built-in datasets: synthetic phantoms, image folders and MedMNIST files.
+"""Built-in datasets: synthetic phantoms, image folders, MedMNIST and NIfTI files.
 
 * ``phantom2d``: CT-like synthetic cross-sections with or without a lesion, generated
   from the seed (no files needed).
 * ``imagefolder``: a local folder with one sub-folder of PNG/JPEG images per class.
 * ``medmnist``: a local MedMNIST ``.npz`` file, with its own train/val/test splits.
+* ``phantom3d``: CT-like synthetic abdominal volumes with organ labels for 3D
+  segmentation, generated from the seed (no files needed).
+* ``nifti``: local NIfTI image/label volumes listed in a Decathlon/BTCV-style JSON split
+  file, preprocessed with MONAI as the reference BTCV loader does (3D segmentation).
 
 Registered through the ``medbench`` entry-point group like any third-party plugin.
 """
@@ -16,14 +20,18 @@ from medbench import hookimpl
 from medbench.api import Dataset
 from medbench_data.imagefolder import ImageFolder
 from medbench_data.medmnist import MedMNIST
+from medbench_data.nifti import Nifti
 from medbench_data.phantom2d import Phantom2D
+from medbench_data.phantom3d import Phantom3D
 
-__all__ = ["ImageFolder", "MedMNIST", "Phantom2D", "register_datasets"]
+__all__ = ["ImageFolder", "MedMNIST", "Nifti", "Phantom2D", "Phantom3D", "register_datasets"]
 
 
 @hookimpl
 def register_datasets(register: Callable[[Dataset], None]) -> None:
-    """Register ``phantom2d``, ``imagefolder`` and ``medmnist``."""
+    """Register ``phantom2d``, ``imagefolder``, ``medmnist``, ``phantom3d`` and ``nifti``."""
     register(Phantom2D())
     register(ImageFolder())
     register(MedMNIST())
+    register(Phantom3D())
+    register(Nifti())

@@ -142,7 +142,10 @@ def test_second_run_loads_the_trained_model_from_cache(
         (["run", "--attack", "pdg"], "unknown attack 'pdg'; did you mean 'pgd'?"),
         (["run", "--defense", "at-pdg"], "unknown defense 'at-pdg'; did you mean 'at-pgd'?"),
         (["run", "--model", "resnet19"], "unknown model 'resnet19'; did you mean 'resnet18'?"),
-        (["run", "--dataset", "phantom"], "unknown dataset 'phantom'; did you mean 'phantom2d'?"),
+        (
+            ["run", "--dataset", "phantom"],
+            "unknown dataset 'phantom'; did you mean 'phantom2d' or 'phantom3d'?",
+        ),
         (["run", "--suite", "smok"], "unknown suite 'smok'; did you mean 'smoke'?"),
         (["run", "--eps", "8/0"], "division by zero"),
         (["run", "--eps", "-1"], "must be >= 0"),

@@ -138,9 +138,10 @@ def test_validate_raises_value_error_and_load_checks_it_too() -> None:
         Phantom2D(Phantom2D.Settings(image_size=300)).load(None, 0)
 
 
-def test_registers_the_three_builtin_datasets() -> None:
+def test_registers_the_builtin_datasets() -> None:
     registered: list[Any] = []
     register_datasets(registered.append)
-    assert [dataset.name for dataset in registered] == ["phantom2d", "imagefolder", "medmnist"]
-    assert [dataset.needs_data_dir for dataset in registered] == [False, True, True]
-    assert all(dataset.layout for dataset in registered[1:])
+    names = [dataset.name for dataset in registered]
+    assert names == ["phantom2d", "imagefolder", "medmnist", "phantom3d", "nifti"]
+    assert [dataset.needs_data_dir for dataset in registered] == [False, True, True, False, True]
+    assert all(dataset.layout for dataset in registered if dataset.needs_data_dir)

@@ -1,0 +1,246 @@
+"""How a cell is evaluated, per task: the estimator, clean outputs, crafting, metrics, pictures.
+
+The matrix runner (:mod:`medbench.matrix`) is task-agnostic; it asks a :class:`TaskEvaluator`
+for everything that differs between classification and segmentation:
+
+* classification wraps the model in ART's ``PyTorchClassifier`` and scores logits;
+* segmentation wraps it in :class:`~medbench.segmentation.SegmentationEstimator`, attacks
+  volumes larger than the network's patch size patch by patch, predicts whole volumes with a
+  sliding window, and scores Dice and HD95 per image.
+
+Evaluation data come as batches of equally shaped samples (:func:`eval_batches`): volumes of a
+NIfTI folder differ in size, so a batch holds consecutive volumes of one shape.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medbench.api import Attack, DatasetBundle, DefendedModel
+from medbench.estimators import classifier_estimator, predict_logits
+from medbench.images import example_grid, image_rows, label_colors
+from medbench.metrics import classification_metrics, perturbation_norms, ssim
+from medbench.segmentation import SegmentationEstimator, attack_patchwise
+from medbench.segmentation_metrics import dice_per_class, hd95_per_class, image_means, mean_defined
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def eval_batches(bundle: DatasetBundle, n_eval: int, batch_size: int, device: torch.device) -> list[Batch]:
+    """The first ``n_eval`` test samples as batches of at most ``batch_size`` equally shaped samples."""
+    batches: list[Batch] = []
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> None:
+        if pending:
+            x = torch.stack([item[0] for item in pending]).float().to(device)
+            y = torch.stack([torch.as_tensor(item[1]) for item in pending]).to(device)
+            batches.append((x, y))
+            pending.clear()
+
+    for index in range(n_eval):
+        image, label = bundle.test[index]
+        image = torch.as_tensor(image)
+        if pending and (len(pending) == batch_size or pending[0][0].shape != image.shape):
+            flush()
+        pending.append((image, torch.as_tensor(label)))
+    flush()
+    return batches
+
+
+@dataclass
+class CleanOutputs:
+    """Model outputs on the clean batches, and the clean scores derived from them."""
+
+    outputs: list[torch.Tensor]
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class TaskEvaluator(ABC):
+    """Everything about evaluating a cell that depends on the task."""
+
+    def __init__(self, bundle: DatasetBundle, device: torch.device, roi_size: tuple[int, ...] | None) -> None:
+        self.bundle = bundle
+        self.device = device
+        self.roi_size = roi_size
+
+    @abstractmethod
+    def estimator(self, defended: DefendedModel) -> Any:
+        """The ART estimator that attacks receive."""
+
+    @abstractmethod
+    def clean_outputs(self, estimator: Any, batches: list[Batch]) -> CleanOutputs:
+        """Model outputs on the clean batches, computed once per defended model."""
+
+    def craft(
+        self, attack: Attack, estimator: Any, x: torch.Tensor, y: torch.Tensor, budget: float, seed: int
+    ) -> torch.Tensor:
+        """Adversarial inputs for one batch."""
+        return attack.generate(estimator, x, y, budget, seed=seed)
+
+    @abstractmethod
+    def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
+        """Model outputs on one adversarial batch."""
+
+    @abstractmethod
+    def metrics(
+        self,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: CleanOutputs,
+        attacked: list[torch.Tensor],
+    ) -> dict[str, float]:
+        """The cell's metrics (all but ``seconds``)."""
+
+    @abstractmethod
+    def examples(
+        self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path
+    ) -> Path:
+        """Save the cell's example grid as PNG."""
+
+
+class ClassificationEvaluator(TaskEvaluator):
+    """Accuracy, attack success, AUC, perturbation size and SSIM on logits."""
+
+    def __init__(
+        self, bundle: DatasetBundle, device: torch.device, roi_size: tuple[int, ...] | None, batch_size: int
+    ) -> None:
+        super().__init__(bundle, device, roi_size)
+        self.batch_size = batch_size
+
+    def estimator(self, defended: DefendedModel) -> Any:
+        return classifier_estimator(defended, self.bundle, self.device)
+
+    def clean_outputs(self, estimator: Any, batches: list[Batch]) -> CleanOutputs:
+        return CleanOutputs([predict_logits(estimator, x, self.batch_size) for x, _ in batches])
+
+    def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
+        return predict_logits(estimator, x_adv, self.batch_size)
+
+    def metrics(
+        self,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: CleanOutputs,
+        attacked: list[torch.Tensor],
+    ) -> dict[str, float]:
+        return classification_metrics(
+            torch.cat([y for _, y in batches]),
+            torch.cat(clean.outputs),
+            torch.cat(attacked),
+            torch.cat([x for x, _ in batches]),
+            torch.cat(adversarial),
+            multilabel=self.bundle.multilabel,
+        )
+
+    def examples(
+        self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path
+    ) -> Path:
+        return example_grid(batch[0], x_adv, path)
+
+
+class SegmentationEvaluator(TaskEvaluator):
+    """Dice and HD95 (MONAI's reference settings), perturbation size, SSIM and LPIPS similarity.
+
+    Clean Dice and HD95 are computed once per defended model (HD95's distance transforms
+    are the slow part) and reused by every cell.
+    """
+
+    def __init__(
+        self,
+        bundle: DatasetBundle,
+        device: torch.device,
+        roi_size: tuple[int, ...] | None,
+        lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(bundle, device, roi_size)
+        self.lpips = lpips
+
+    def estimator(self, defended: DefendedModel) -> Any:
+        patch = self.roi_size or tuple(self.bundle.input_shape[1:])
+        return SegmentationEstimator(
+            defended,
+            nb_classes=self.bundle.num_classes,
+            input_shape=(self.bundle.in_channels, *patch),
+            device=self.device,
+            roi_size=self.roi_size,
+        )
+
+    def clean_outputs(self, estimator: Any, batches: list[Batch]) -> CleanOutputs:
+        predictions = [estimator.predict_labels(x).to(torch.uint8) for x, _ in batches]
+        dice, hd95 = self._dice_hd95(batches, predictions)
+        return CleanOutputs(predictions, {"clean_dice": dice, "clean_hd95": hd95})
+
+    def craft(
+        self, attack: Attack, estimator: Any, x: torch.Tensor, y: torch.Tensor, budget: float, seed: int
+    ) -> torch.Tensor:
+        if self.roi_size is None:
+            return attack.generate(estimator, x, y, budget, seed=seed)
+        counter = iter(range(1 << 30))
+        return attack_patchwise(
+            lambda patches, labels: attack.generate(
+                estimator, patches, labels, budget, seed=seed + next(counter)
+            ),
+            x,
+            y,
+            self.roi_size,
+        )
+
+    def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
+        return estimator.predict_labels(x_adv).to(torch.uint8)
+
+    def metrics(
+        self,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: CleanOutputs,
+        attacked: list[torch.Tensor],
+    ) -> dict[str, float]:
+        robust_dice, robust_hd95 = self._dice_hd95(batches, attacked)
+        linf, l2_sum, count, ssim_values, lpips_values = 0.0, 0.0, 0, [], []
+        for (x, _), x_adv in zip(batches, adversarial, strict=True):
+            batch_linf, batch_l2 = perturbation_norms(x, x_adv)
+            linf = max(linf, batch_linf)
+            l2_sum += batch_l2 * x.shape[0]
+            count += x.shape[0]
+            ssim_values.append(ssim(x, x_adv).cpu())
+            if self.lpips is not None:
+                lpips_values.append(self.lpips(x, x_adv).cpu())
+        metrics = {
+            "clean_dice": clean.scores["clean_dice"],
+            "robust_dice": robust_dice,
+            "clean_hd95": clean.scores["clean_hd95"],
+            "robust_hd95": robust_hd95,
+            "linf_max": linf,
+            "l2_mean": l2_sum / count if count else math.nan,
+            "ssim_mean": float(torch.cat(ssim_values).mean()),
+        }
+        if lpips_values:
+            metrics["lpips_sim"] = float(torch.cat(lpips_values).mean())
+        return metrics
+
+    def _dice_hd95(self, batches: list[Batch], predictions: list[torch.Tensor]) -> tuple[float, float]:
+        dice, hd95 = [], []
+        classes = self.bundle.num_classes
+        for (_, y), prediction in zip(batches, predictions, strict=True):
+            dice.append(image_means(dice_per_class(prediction.long(), y, classes)).cpu())
+            hd95.append(image_means(hd95_per_class(prediction.long(), y, classes)))
+        return mean_defined(torch.cat(dice)), mean_defined(torch.cat(hd95))
+
+    def examples(
+        self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path
+    ) -> Path:
+        """Clean, adversarial, amplified perturbation, ground truth, clean and adversarial masks."""
+        x, y = batch
+        delta = (x_adv - x).float()
+        scale = float(delta.abs().max())
+        perturbation = 0.5 + delta / (2 * scale) if scale > 0 else torch.full_like(delta, 0.5)
+        rows = [x, x_adv, perturbation, *(label_colors(mask) for mask in (y, clean, attacked))]
+        return image_rows(rows, path)
