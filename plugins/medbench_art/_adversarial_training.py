@@ -13,6 +13,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 
 import torch
+from torch.nn.functional import cross_entropy
 
 from medbench.api import ALL_TASKS, DefendedModel, Defense, DefenseContext
 from medbench.training import default_loss
@@ -42,7 +43,12 @@ class AdversarialTraining(Defense):
 
     @abstractmethod
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
+        self,
+        logits: Logits,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        loss: Criterion = cross_entropy,
     ) -> torch.Tensor:
         """The training input for a clean batch ``x`` (in [0, 1]), without parameter gradients.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn.functional import cross_entropy
 
 from medbench_art._adversarial_training import AdversarialTraining, Logits
 from medbench_art.pgd_torch import Criterion
@@ -32,7 +33,12 @@ class GaussianNoiseTraining(AdversarialTraining):
                 raise ValueError("sigma must be in [0, 1]")
 
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
+        self,
+        logits: Logits,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        loss: Criterion = cross_entropy,
     ) -> torch.Tensor:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (x + self.settings.sigma * noise).clamp(0.0, 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn.functional import cross_entropy
 
 from medbench_art._adversarial_training import AdversarialTraining, Logits, check_linf_settings
 from medbench_art.pgd_torch import Criterion, pgd_linf
@@ -36,7 +37,12 @@ class PGDAdversarialTraining(AdversarialTraining):
             check_linf_settings(self.eps, self.max_iter, self.step_ratio)
 
     def perturb(
-        self, logits: Logits, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, loss: Criterion
+        self,
+        logits: Logits,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        loss: Criterion = cross_entropy,
     ) -> torch.Tensor:
         s = self.settings
         return pgd_linf(

@@ -32,7 +32,7 @@ def head_of(name: str, module: nn.Module) -> nn.Module:
 
 def test_registers_five_models_with_unique_names_and_descriptions() -> None:
     models = registered()
-    assert sorted(models) == sorted(NAMES)
+    assert sorted(models) == sorted([*NAMES, "unetr", "unetr-tiny", "unet3d", "swinunetr"])
     assert isinstance(models["smallcnn"], SmallCNN)
     for name in BACKBONES:
         model = models[name]
