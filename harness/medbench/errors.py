@@ -41,12 +41,6 @@ class CellError(MedbenchError):
     """A failure inside one cell (or one defended model) of a matrix."""
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str | None:
-    """Return the closest known name to ``name``, or None when nothing is close."""
-    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return matches[0] if matches else None
-
-
 def equally_close(name: str, known: Iterable[str]) -> list[str]:
     """The known names closest to ``name`` when several are equally close (``phantom`` →
     ``phantom2d``, ``phantom3d``), else the closest one; empty when nothing is close."""

@@ -25,7 +25,7 @@ import torch
 
 from medbench.api import Attack, DatasetBundle, DefendedModel
 from medbench.estimators import classifier_estimator, predict_logits
-from medbench.images import example_grid, image_rows, label_colors
+from medbench.images import example_grid, image_rows, label_colors, perturbation_image
 from medbench.metrics import classification_metrics, perturbation_norms, ssim
 from medbench.segmentation import SegmentationEstimator, attack_patchwise
 from medbench.segmentation_metrics import dice_per_class, hd95_per_class, image_means, mean_defined
@@ -239,8 +239,5 @@ class SegmentationEvaluator(TaskEvaluator):
     ) -> Path:
         """Clean, adversarial, amplified perturbation, ground truth, clean and adversarial masks."""
         x, y = batch
-        delta = (x_adv - x).float()
-        scale = float(delta.abs().max())
-        perturbation = 0.5 + delta / (2 * scale) if scale > 0 else torch.full_like(delta, 0.5)
-        rows = [x, x_adv, perturbation, *(label_colors(mask) for mask in (y, clean, attacked))]
-        return image_rows(rows, path)
+        masks = [label_colors(mask) for mask in (y, clean, attacked)]
+        return image_rows([x, x_adv, perturbation_image(x, x_adv), *masks], path)

@@ -63,10 +63,16 @@ def example_grid(
     even an 8/255 perturbation is visible. Returns ``path``.
     """
     count = min(count, x_clean.shape[0])
-    delta = (x_adv[:count] - x_clean[:count]).float()
+    return image_rows(
+        [x_clean[:count], x_adv[:count], perturbation_image(x_clean[:count], x_adv[:count])], path, pad=pad
+    )
+
+
+def perturbation_image(x_clean: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """``0.5 + δ / (2·max|δ|)``: the perturbation scaled to the full range, mid-grey for no change."""
+    delta = (x_adv - x_clean).float()
     scale = float(delta.abs().max())
-    perturbation = 0.5 + delta / (2 * scale) if scale > 0 else torch.full_like(delta, 0.5)
-    return image_rows([x_clean[:count], x_adv[:count], perturbation], path, pad=pad)
+    return 0.5 + delta / (2 * scale) if scale > 0 else torch.full_like(delta, 0.5)
 
 
 def image_rows(rows: list[torch.Tensor], path: Path, count: int = 8, pad: int = 2) -> Path:

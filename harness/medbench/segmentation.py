@@ -198,6 +198,17 @@ class SegmentationEstimator(PyTorchEstimator):
 
 # --------------------------------------------------------------------------- patch-wise attacks
 
+
+def pad_to_size(x: torch.Tensor, y: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad inputs ``(N, C, *spatial)`` and labels ``(N, *spatial)`` at the end of every
+    axis shorter than ``size`` (padding is background, label 0)."""
+    padding = [max(int(r) - s, 0) for s, r in zip(x.shape[2:], size, strict=True)]
+    if not any(padding):
+        return x, y
+    pad = [value for amount in reversed(padding) for value in (0, amount)]
+    return F.pad(x, pad), F.pad(y, pad)
+
+
 PatchAttack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(x_patches, y_patches) -> x_adv_patches`` on a batch of patches."""
 
@@ -227,11 +238,8 @@ def attack_patchwise(
     roi = tuple(int(r) for r in roi)
     if spatial == roi:
         return attack(x, y)
-    padding = [max(r - s, 0) for s, r in zip(spatial, roi, strict=True)]
-    if any(padding):
-        pad = [value for amount in reversed(padding) for value in (0, amount)]
-        x_padded = F.pad(x, pad)
-        y_padded = F.pad(y, pad)
+    x_padded, y_padded = pad_to_size(x, y, roi)
+    if x_padded.shape != x.shape:
         result = attack_patchwise(attack, x_padded, y_padded, roi, patches_per_batch)
         crop: tuple[Any, ...] = (..., *[slice(0, s) for s in spatial])
         return result[crop]

@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from medbench.api import DatasetBundle, DefendedModel
 from medbench.errors import CellError
 from medbench.forward import defended_logits
+from medbench.segmentation import SegmentationEstimator, pad_to_size
 from medbench.segmentation_metrics import dice_ce_loss, dice_per_class, image_means, mean_defined
 from medbench.spec import TrainingSettings
 
@@ -52,7 +52,6 @@ def evaluate_validation(
     """The score that picks the best epoch: clean accuracy, or mean Dice for segmentation."""
     if dataset.task != "segmentation":
         return evaluate_accuracy(defended, dataset, "val", device)
-    from medbench.segmentation import SegmentationEstimator
 
     estimator = SegmentationEstimator(
         defended,
@@ -80,10 +79,7 @@ def fit_to_roi(
     """
     if roi_size is None or tuple(x.shape[2:]) == tuple(roi_size):
         return x, y
-    padding = [max(r - s, 0) for s, r in zip(x.shape[2:], roi_size, strict=True)]
-    if any(padding):
-        pad = [value for amount in reversed(padding) for value in (0, amount)]
-        x, y = F.pad(x, pad), F.pad(y, pad)
+    x, y = pad_to_size(x, y, roi_size)
     starts = [
         int(torch.randint(0, size - r + 1, (1,), generator=generator))
         for size, r in zip(x.shape[2:], roi_size, strict=True)

@@ -387,3 +387,33 @@ def test_later_volumes_are_checked_when_first_used(tmp_path: Path) -> None:
 def test_bad_settings_are_usage_errors(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=f"dataset 'nifti': .*{message}"):
         Nifti().configured(overrides)
+
+
+def test_a_matrix_runs_on_a_nifti_folder_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Variable-sized volumes: training on crops, patch-wise attacks, sliding-window evaluation."""
+    from mlflow import MlflowClient
+
+    from medbench.cli import main
+
+    root = _write_dataset(tmp_path / "synapse", n_train=2, n_val=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", "--dataset", "nifti", "--data-dir", str(root), "--model", "unetr-tiny"]
+    args += ["--set", "model.unetr-tiny.roi=16", "--set", "dataset.nifti.patch=16"]
+    args += ["--set", "dataset.nifti.samples_per_volume=2", "--defense", "none", "--attack", "pgd,vafa"]
+    args += ["--eps", "4/255", "--budget", "q_max=20", "--set", "attack.pgd.max_iter=2"]
+    args += ["--set", "attack.vafa.steps=2", "--epochs", "1", "--tracking-uri", uri, "--json"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    assert exit_info.value.code in (0, None), captured.err
+    cells = json.loads(captured.out)["cells"]
+    assert [cell["attack"] for cell in cells] == ["pgd", "vafa"]
+    client = MlflowClient(tracking_uri=uri)
+    for cell in cells:
+        run = client.get_run(cell["run_id"])
+        assert run.info.status == "FINISHED"
+        assert 0 <= run.data.metrics["robust_dice"] <= 1
+        assert run.data.params["dataset"] == "nifti"
+    assert cells[0]["metrics"]["linf_max"] <= 4 / 255 + 1e-6
