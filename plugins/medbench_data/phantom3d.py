@@ -27,7 +27,7 @@ from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
 from medbench_data._common import fingerprint
 
-GENERATOR_VERSION = "phantom3d-1"
+GENERATOR_VERSION = "phantom3d-2"
 """Changed whenever the generator draws other volumes for the same settings and seed."""
 
 CLASS_NAMES = ("background", "liver", "kidney", "spleen", "aorta")
@@ -231,14 +231,21 @@ def _draw(generator: torch.Generator, size: int, noise: float) -> tuple[torch.Te
     d_aorta = torch.sqrt((x - ax - u(-0.03, 0.03) * z) ** 2 + (y - ay) ** 2) / radius
     paint(_edge(d_aorta, radius * half), d_aorta < 1.0, u(0.8, 0.88) + 0.01 * fine, 4)
 
-    # spine: a bright vertebral column with darker discs, labelled background (hard negative)
+    # spine, labelled background (a hard negative): vertebral bodies with darker discs, and
+    # behind them a continuous posterior arch. Cortical bone lies above the abdominal window,
+    # so it saturates at 1 as in windowed CT, and every axial slice reaches 1 (and air 0): the
+    # per-slice min-max renormalisation of VAFA's reference code then changes as little as
+    # on real scans.
     bx, by = place(jitter(0.0, 0.02), jitter(0.42, 0.02))
     radius = scale(0.1)
     d_spine = torch.sqrt((x - bx) ** 2 + (y - by) ** 2) / radius
     period, phase = u(0.22, 0.28), u(0.0, 2 * math.pi)
     discs = torch.cos(2 * math.pi * z / period + phase) > 0.75
-    level = torch.where(discs, u(0.5, 0.58), u(0.9, 1.0)) + 0.02 * fine
+    level = torch.where(discs, u(0.5, 0.58), u(0.95, 1.1)) + 0.02 * fine
     paint(_edge(d_spine, radius * half), d_spine < 1.0, level, 0)
+    arch_radius = max(radius * 0.45, 1.5 / half)
+    d_arch = torch.sqrt((x - bx) ** 2 + (y - by - 0.9 * radius) ** 2) / arch_radius
+    paint(_edge(d_arch, arch_radius * half), d_arch < 1.0, u(1.15, 1.3), 0)
 
     image = image + noise * torch.randn((size, size, size), generator=generator)
     return image.clamp_(0.0, 1.0).unsqueeze(0), label
