@@ -114,6 +114,11 @@ class DatasetBundle:
     fingerprint: str = ""
     """A stable hash of the data and its preprocessing; changes whenever the data do."""
     multilabel: bool = False
+    intensity_window: tuple[float, float] | None = None
+    """The physical values that [0, 1] stands for, e.g. ``(-175.0, 250.0)`` for a CT
+    window; lets users give budgets in those units (``--eps 5HU``)."""
+    intensity_unit: str = ""
+    """Unit of :attr:`intensity_window`: ``HU`` for CT; empty when the data has none."""
 
     @property
     def num_classes(self) -> int:
@@ -446,8 +451,24 @@ class Attack(Plugin, ABC):
             seed: Seeds random starts and noise, so that a cell is reproducible.
 
         Returns:
-            Adversarial inputs of the same shape and device, inside the budget and [0, 1].
+            Adversarial inputs of the same shape and device, inside the budget and [0, 1];
+            or an :class:`AttackResult` holding them and counts to log (queries).
         """
+
+
+@dataclass
+class AttackResult:
+    """What :meth:`Attack.generate` may return instead of a bare tensor.
+
+    Attributes:
+        x_adv: The adversarial batch (same contract as a bare return value).
+        totals: Counts summed over the batch's samples, e.g. ``{"queries": 5120.0}`` for
+            the model queries a black-box attack made. The harness sums them over the
+            batches of a cell and logs ``<name>_mean``, the total per attacked sample.
+    """
+
+    x_adv: torch.Tensor
+    totals: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- metrics

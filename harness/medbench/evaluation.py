@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from medbench.api import Attack, DatasetBundle, DefendedModel
+from medbench.api import Attack, AttackResult, DatasetBundle, DefendedModel
 from medbench.estimators import classifier_estimator, predict_logits
 from medbench.images import example_grid, image_rows, label_colors, perturbation_image
 from medbench.metrics import classification_metrics, perturbation_norms, ssim
@@ -31,6 +31,11 @@ from medbench.segmentation import SegmentationEstimator, attack_patchwise
 from medbench.segmentation_metrics import dice_per_class, hd95_per_class, image_means, mean_defined
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def as_attack_result(generated: torch.Tensor | AttackResult) -> AttackResult:
+    """What :meth:`~medbench.api.Attack.generate` returned, as an :class:`AttackResult`."""
+    return generated if isinstance(generated, AttackResult) else AttackResult(generated)
 
 
 def eval_batches(bundle: DatasetBundle, n_eval: int, batch_size: int, device: torch.device) -> list[Batch]:
@@ -81,9 +86,9 @@ class TaskEvaluator(ABC):
 
     def craft(
         self, attack: Attack, estimator: Any, x: torch.Tensor, y: torch.Tensor, budget: float, seed: int
-    ) -> torch.Tensor:
-        """Adversarial inputs for one batch."""
-        return attack.generate(estimator, x, y, budget, seed=seed)
+    ) -> AttackResult:
+        """Adversarial inputs for one batch, with the attack's counts (queries)."""
+        return as_attack_result(attack.generate(estimator, x, y, budget, seed=seed))
 
     @abstractmethod
     def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
@@ -180,18 +185,21 @@ class SegmentationEvaluator(TaskEvaluator):
 
     def craft(
         self, attack: Attack, estimator: Any, x: torch.Tensor, y: torch.Tensor, budget: float, seed: int
-    ) -> torch.Tensor:
+    ) -> AttackResult:
         if self.roi_size is None:
-            return attack.generate(estimator, x, y, budget, seed=seed)
+            return super().craft(attack, estimator, x, y, budget, seed)
         counter = iter(range(1 << 30))
-        return attack_patchwise(
-            lambda patches, labels: attack.generate(
-                estimator, patches, labels, budget, seed=seed + next(counter)
-            ),
-            x,
-            y,
-            self.roi_size,
-        )
+        totals: dict[str, float] = {}
+
+        def attack_patches(patches: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            result = as_attack_result(
+                attack.generate(estimator, patches, labels, budget, seed=seed + next(counter))
+            )
+            for name, value in result.totals.items():
+                totals[name] = totals.get(name, 0.0) + value
+            return result.x_adv
+
+        return AttackResult(attack_patchwise(attack_patches, x, y, self.roi_size), totals)
 
     def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
         return estimator.predict_labels(x_adv).to(torch.uint8)

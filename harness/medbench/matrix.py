@@ -538,8 +538,12 @@ class MatrixRunner:
             seed = cell_seed(plan, cell)
             started = time.perf_counter()
             adversarial, attacked = [], []
+            totals: dict[str, float] = {}
             for number, (x, y) in enumerate(batches):
-                x_adv = evaluator.craft(attack, estimator, x, y, cell.budget, seed + number * 1009)
+                crafted = evaluator.craft(attack, estimator, x, y, cell.budget, seed + number * 1009)
+                for name, value in crafted.totals.items():
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                x_adv = crafted.x_adv
                 check_adversarial(cell, x, x_adv)
                 adversarial.append(x_adv.detach())
                 outputs = evaluator.adversarial_outputs(estimator, adversarial[-1])
@@ -552,6 +556,8 @@ class MatrixRunner:
             seconds = time.perf_counter() - started
             metrics = evaluator.metrics(batches, adversarial, clean, attacked)
             metrics["seconds"] = seconds
+            samples = sum(len(x) for x, _ in batches)
+            metrics.update({f"{name}_mean": total / samples for name, total in totals.items()})
             metrics.update(self._plugin_metrics(cell, batches, adversarial, clean.outputs, attacked))
             self.tracker.log_metrics(cell.run_id, metrics)
             with tempfile.TemporaryDirectory() as directory:

@@ -14,6 +14,7 @@ in seconds on a CPU with tiny models and data.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,17 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medbench.api import Attack, Dataset, DatasetBundle, DefendedModel, Defense, Model, Normalization, Task
+from medbench.api import (
+    Attack,
+    AttackResult,
+    Dataset,
+    DatasetBundle,
+    DefendedModel,
+    Defense,
+    Model,
+    Normalization,
+    Task,
+)
 from medbench.cache import ModelCache
 from medbench.defending import DefenseBuilder
 from medbench.estimators import classifier_estimator, predict_logits
@@ -85,8 +96,14 @@ def check_attack(attack: Attack, budget: float | None = None, seed: int = 0) -> 
     estimator, bundle = tiny_estimator()
     x = torch.stack([bundle.test[i][0] for i in range(8)])
     y = torch.stack([bundle.test[i][1] for i in range(8)])
-    first = attack.generate(estimator, x, y, budget, seed=seed)
-    assert isinstance(first, torch.Tensor), f"{attack.name}: generate must return a torch.Tensor"
+    generated = attack.generate(estimator, x, y, budget, seed=seed)
+    first = _adversarial(generated)
+    assert isinstance(first, torch.Tensor), (
+        f"{attack.name}: generate must return a torch.Tensor or AttackResult"
+    )
+    if isinstance(generated, AttackResult):
+        for name, total in generated.totals.items():
+            assert math.isfinite(total) and total >= 0, f"{attack.name}: total {name!r} is {total}"
     assert first.shape == x.shape, f"{attack.name}: shape {tuple(first.shape)} != {tuple(x.shape)}"
     assert first.device == x.device, f"{attack.name}: output moved to {first.device}"
     assert torch.isfinite(first).all(), f"{attack.name}: NaN or infinite output"
@@ -96,11 +113,15 @@ def check_attack(attack: Attack, budget: float | None = None, seed: int = 0) -> 
         assert float(delta.abs().max()) <= budget + 1e-6, f"{attack.name}: L∞ norm exceeds ε={budget}"
     elif attack.threat_model == "l2":
         assert float(delta.norm(dim=1).max()) <= budget + 1e-5, f"{attack.name}: L2 norm exceeds ε={budget}"
-    second = attack.generate(estimator, x, y, budget, seed=seed)
+    second = _adversarial(attack.generate(estimator, x, y, budget, seed=seed))
     assert torch.equal(first, second), f"{attack.name}: two runs with the same seed differ"
-    zero = attack.generate(estimator, x, y, 0.0, seed=seed)
+    zero = _adversarial(attack.generate(estimator, x, y, 0.0, seed=seed))
     if attack.budget_on_intensity_scale:
         assert torch.allclose(zero, x, atol=1e-6), f"{attack.name}: a zero budget changed the input"
+
+
+def _adversarial(generated: torch.Tensor | AttackResult) -> torch.Tensor:
+    return generated.x_adv if isinstance(generated, AttackResult) else generated
 
 
 def check_dataset(dataset: Dataset, data_dir: Path | None = None, seed: int = 0) -> DatasetBundle:
