@@ -102,6 +102,15 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     "--seed", type=click.IntRange(min=0), help="Seed of splits, initialisation, random starts and noise."
 )
 @click.option("--eval-batch-size", type=click.IntRange(min=1), help="Batch size of attacks and predictions.")
+@click.option(
+    "--surrogate",
+    help="Transfer attacks: craft on MODEL[:DEFENSE] (trained on the same data), evaluate on every target.",
+)
+@click.option(
+    "--eot-samples",
+    type=click.IntRange(min=1),
+    help="Gradient draws averaged against randomised defenses (EOT; default 8).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--experiment", help="MLflow experiment (default: the suite's name).")
 @click.option(
@@ -148,6 +157,8 @@ def run(ctx: click.Context, **options: Any) -> None:
             "seed": options["seed"],
             "epochs": options["epochs"],
             "eval_batch_size": options["eval_batch_size"],
+            "eot_samples": options["eot_samples"],
+            "surrogate": options["surrogate"],
         },
     )
     eps_override = parse_budget_list(options["eps"]) if options["eps"] else None

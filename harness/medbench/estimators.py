@@ -8,6 +8,7 @@ front of it, and the loss and number of classes from the dataset.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 
 from medbench.api import DatasetBundle, DefendedModel, Normalization
+from medbench.bpda import EOTPyTorchClassifier, randomized
 from medbench.forward import normalize
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ class MeanStdNormalization(PreprocessorPyTorch):
 
 
 def classifier_estimator(
-    defended: DefendedModel, dataset: DatasetBundle, device: torch.device
+    defended: DefendedModel, dataset: DatasetBundle, device: torch.device, eot_samples: int = 1
 ) -> PyTorchClassifier:
     """Wrap a defended classification model in ART's ``PyTorchClassifier``.
 
@@ -56,13 +58,18 @@ def classifier_estimator(
         dataset: Gives the input shape, the number of classes and the loss
             (cross-entropy, or BCE-with-logits for multi-label data).
         device: Where the model lives; ART runs its PyTorch attack paths there.
+        eot_samples: Draws whose input gradients are averaged when a preprocessing defence
+            is randomised (EOT); ignored otherwise.
     """
     from art.estimators.classification import PyTorchClassifier
 
+    factory: Any = PyTorchClassifier
+    if eot_samples > 1 and randomized(defended.preprocessors):
+        factory = functools.partial(EOTPyTorchClassifier, eot_samples=eot_samples)
     normalization = defended.normalization.for_channels(dataset.in_channels)
     loss: nn.Module = nn.BCEWithLogitsLoss() if dataset.multilabel else nn.CrossEntropyLoss()
     defended.model.to(device).eval()
-    return PyTorchClassifier(
+    return factory(
         model=defended.model,
         loss=loss,
         input_shape=tuple(dataset.input_shape),

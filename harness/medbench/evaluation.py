@@ -115,13 +115,19 @@ class ClassificationEvaluator(TaskEvaluator):
     """Accuracy, attack success, AUC, perturbation size and SSIM on logits."""
 
     def __init__(
-        self, bundle: DatasetBundle, device: torch.device, roi_size: tuple[int, ...] | None, batch_size: int
+        self,
+        bundle: DatasetBundle,
+        device: torch.device,
+        roi_size: tuple[int, ...] | None,
+        batch_size: int,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(bundle, device, roi_size)
         self.batch_size = batch_size
+        self.eot_samples = eot_samples
 
     def estimator(self, defended: DefendedModel) -> Any:
-        return classifier_estimator(defended, self.bundle, self.device)
+        return classifier_estimator(defended, self.bundle, self.device, self.eot_samples)
 
     def clean_outputs(self, estimator: Any, batches: list[Batch]) -> CleanOutputs:
         return CleanOutputs([predict_logits(estimator, x, self.batch_size) for x, _ in batches])

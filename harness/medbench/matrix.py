@@ -65,8 +65,15 @@ class Cell:
     budget_name: str
     budget: float
     threat_model: str
+    surrogate: str | None = None
+    """``MODEL:DEFENSE`` the adversarial examples were crafted on (transfer); None: the target."""
     key: str = ""
     run_id: str | None = None
+
+    @property
+    def threat(self) -> str:
+        """``transfer`` when crafted on a surrogate, ``direct`` when on the target itself."""
+        return "direct" if self.surrogate is None else "transfer"
 
     @property
     def label(self) -> str:
@@ -100,7 +107,26 @@ class MatrixPlan:
     n_eval: int
     experiment: str
     plugin_versions: dict[str, str]
+    surrogate: Surrogate | None = None
     parent_run_id: str | None = None
+
+
+@dataclass
+class Surrogate:
+    """The model transfer attacks are crafted on (``--surrogate MODEL[:DEFENSE]``).
+
+    It is trained on the same data with seed + 1, so that even the target's own architecture
+    and defense give an independently trained surrogate.
+    """
+
+    model_name: str
+    model: Model
+    defense: str
+    chain: list[Defense]
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name}:{self.defense}"
 
 
 class ProgressSink(Protocol):
@@ -201,32 +227,15 @@ def plan_matrix(
     dataset = registries.datasets.get(spec.dataset).configured(spec.plugin_settings("dataset", spec.dataset))
     task = dataset.task
 
-    models: dict[str, Model] = {}
-    for name in spec.models:
-        model = registries.models.get(name).configured(spec.plugin_settings("model", name))
-        _check_task("model", name, model.tasks, task)
-        if model.dims != dataset.dims:
-            raise UsageError(
-                f"model {name!r} is {model.dims}D but dataset {dataset.name!r} is {dataset.dims}D"
-            )
-        models[name] = model
+    models: dict[str, Model] = {name: _resolve_model(name, spec, host, dataset) for name in spec.models}
 
     defenses: dict[str, list[Defense]] = {}
     for chain_name in spec.defenses:
-        chain = []
-        labels = []
-        for element in split_chain(chain_name):
-            name, variant = parse_variant(element)
-            settings = {**spec.plugin_settings("defense", name), **variant}
-            defense = registries.defenses.get(name).configured(settings)
-            _check_task("defense", name, defense.tasks, task)
-            chain.append(defense)
-            labels.append(variant_label(name, variant))
-        check_chain(chain)
-        label = CHAIN_SEPARATOR.join(labels)
+        label, chain = _resolve_chain(chain_name, spec, host, task)
         if label in defenses:
             raise UsageError(f"defense {label!r} is listed twice")
         defenses[label] = chain
+    surrogate = _resolve_surrogate(spec, host, dataset) if spec.surrogate else None
     if STANDARD_DEFENSE not in registries.defenses:
         raise UsageError(
             f"the standard-training defense {STANDARD_DEFENSE!r} is not registered "
@@ -262,6 +271,9 @@ def plan_matrix(
     involved |= {registries.models.owner(n) for n in models}
     involved |= {registries.defenses.owner(d.name) for chain in defenses.values() for d in chain}
     involved |= {registries.defenses.owner(STANDARD_DEFENSE)}
+    if surrogate is not None:
+        involved |= {registries.models.owner(surrogate.model_name)}
+        involved |= {registries.defenses.owner(d.name) for d in surrogate.chain}
     involved |= {registries.attacks.owner(n) for n in attacks}
     versions = {info.name: info.version for info in host.infos if info.name in involved}
 
@@ -279,9 +291,47 @@ def plan_matrix(
         n_eval=n_eval,
         experiment=experiment or spec.name,
         plugin_versions=versions,
+        surrogate=surrogate,
     )
     plan.cells = _make_cells(plan)
     return plan
+
+
+def _resolve_model(name: str, spec: RunSpec, host: PluginHost, dataset: Dataset) -> Model:
+    model: Model = host.registries.models.get(name).configured(spec.plugin_settings("model", name))
+    _check_task("model", name, model.tasks, dataset.task)
+    if model.dims != dataset.dims:
+        raise UsageError(f"model {name!r} is {model.dims}D but dataset {dataset.name!r} is {dataset.dims}D")
+    return model
+
+
+def _resolve_chain(chain_name: str, spec: RunSpec, host: PluginHost, task: str) -> tuple[str, list[Defense]]:
+    """The label and the configured defenses of ``outer+inner[key=value]`` chains."""
+    chain = []
+    labels = []
+    for element in split_chain(chain_name):
+        name, variant = parse_variant(element)
+        settings = {**spec.plugin_settings("defense", name), **variant}
+        defense = host.registries.defenses.get(name).configured(settings)
+        _check_task("defense", name, defense.tasks, task)
+        chain.append(defense)
+        labels.append(variant_label(name, variant))
+    check_chain(chain)
+    return CHAIN_SEPARATOR.join(labels), chain
+
+
+def _resolve_surrogate(spec: RunSpec, host: PluginHost, dataset: Dataset) -> Surrogate:
+    """``MODEL[:DEFENSE]`` of ``--surrogate``; the defense defaults to standard training."""
+    assert spec.surrogate is not None
+    model_name, _, chain_name = spec.surrogate.partition(":")
+    model_name, chain_name = model_name.strip(), chain_name.strip() or STANDARD_DEFENSE
+    if not model_name:
+        raise UsageError(f"--surrogate {spec.surrogate!r}: expected MODEL or MODEL:DEFENSE")
+    model = _resolve_model(model_name, spec, host, dataset)
+    if dataset.task != "classification":
+        raise UsageError("--surrogate: transfer attacks are implemented for classification datasets only")
+    label, chain = _resolve_chain(chain_name, spec, host, dataset.task)
+    return Surrogate(model_name, model, label, chain)
 
 
 def _make_cells(plan: MatrixPlan) -> list[Cell]:
@@ -298,6 +348,7 @@ def _make_cells(plan: MatrixPlan) -> list[Cell]:
                         budget_name=attack.budget_name,
                         budget=budget,
                         threat_model=attack.threat_model,
+                        surrogate=plan.surrogate.label if plan.surrogate else None,
                     )
                     cell.key = cell_key(plan, cell)
                     cells.append(cell)
@@ -317,9 +368,25 @@ def cell_key(plan: MatrixPlan, cell: Cell) -> str:
             "budget": [cell.budget_name, cell.budget],
             "n_eval": plan.n_eval,
             "seed": plan.spec.seed,
+            "eot_samples": plan.spec.eot_samples,
+            **_surrogate_identity(plan),
         },
         length=32,
     )
+
+
+def _surrogate_identity(plan: MatrixPlan) -> dict[str, Any]:
+    """The surrogate's part of a cell key (absent without one, so old keys stay valid)."""
+    surrogate = plan.surrogate
+    if surrogate is None:
+        return {}
+    return {
+        "surrogate": [
+            surrogate.model_name,
+            surrogate.model.settings_dict(),
+            [[d.name, d.settings_dict()] for d in surrogate.chain],
+        ],
+    }
 
 
 def cell_seed(plan: MatrixPlan, cell: Cell) -> int:
@@ -338,6 +405,9 @@ def cell_params(plan: MatrixPlan, cell: Cell) -> dict[str, Any]:
         "budget": cell.budget,
         "budget_text": format_budget(cell.budget),
         "threat_model": cell.threat_model,
+        "threat": cell.threat,
+        "surrogate": cell.surrogate,
+        "eot_samples": plan.spec.eot_samples,
         "n_eval": plan.n_eval,
         "seed": plan.spec.seed,
         "weights": plan.spec.weights,
@@ -357,7 +427,11 @@ def cell_params(plan: MatrixPlan, cell: Cell) -> dict[str, Any]:
 
 
 def check_adversarial(cell: Cell, x: torch.Tensor, x_adv: torch.Tensor) -> None:
-    """Raise :class:`CellError` if an attack's output leaves [0, 1] or its budget."""
+    """Raise :class:`CellError` if an attack's output leaves [0, 1] or its budget.
+
+    The budget bounds a norm only under the threat models ``linf`` and ``l2``; ``l2-minimal``
+    attacks (budget: a margin), ``noise`` and ``frequency`` are checked for range only.
+    """
     if x_adv.shape != x.shape:
         raise CellError(
             f"attack {cell.attack!r} returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}"
@@ -400,6 +474,7 @@ class MatrixRunner:
         self.cache = cache
         self.results: list[CellResult] = []
         self._lpips: Any = None
+        self._surrogate_estimator: Any = None
 
     def run(self) -> list[CellResult]:
         plan = self.plan
@@ -413,8 +488,9 @@ class MatrixRunner:
             self._hooks("before_matrix", matrix=plan)
             self.progress.start_matrix(len(plan.cells))
             batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
+            self._surrogate_estimator = self._build_surrogate()
             for model_name in plan.models:
-                builder = self._builder(model_name)
+                builder = self._builder(model_name, plan.models[model_name], plan.spec.seed)
                 evaluator = self._evaluator(model_name)
                 for defense_name, chain in plan.defenses.items():
                     group = [c for c in plan.cells if c.model == model_name and c.defense == defense_name]
@@ -431,11 +507,13 @@ class MatrixRunner:
 
     # ------------------------------------------------------------------ pieces
 
-    def _evaluator(self, model_name: str) -> TaskEvaluator:
+    def _evaluator(self, model_name: str, model: Model | None = None) -> TaskEvaluator:
         plan = self.plan
-        roi = plan.models[model_name].roi_size()
+        roi = (model or plan.models[model_name]).roi_size()
         if plan.bundle.task == "classification":
-            return ClassificationEvaluator(plan.bundle, plan.device, roi, plan.spec.eval_batch_size)
+            return ClassificationEvaluator(
+                plan.bundle, plan.device, roi, plan.spec.eval_batch_size, plan.spec.eot_samples
+            )
         if self._lpips is None:
             self._lpips = lpips_similarity(plan.device) if plan.dataset.dims == 3 else None
             if isinstance(self._lpips, str):
@@ -444,30 +522,39 @@ class MatrixRunner:
             plan.bundle, plan.device, roi, None if isinstance(self._lpips, str) else self._lpips
         )
 
-    def _builder(self, model_name: str) -> DefenseBuilder:
+    def _build_surrogate(self) -> Any:
+        """The estimator transfer attacks are crafted on, or None without ``--surrogate``."""
+        surrogate = self.plan.surrogate
+        if surrogate is None:
+            return None
+        self.progress.message(f"transfer attacks: crafting on the surrogate {surrogate.label}")
+        builder = self._builder(surrogate.model_name, surrogate.model, self.plan.spec.seed + 1, "surrogate ")
+        defended = builder.build(surrogate.chain)
+        return self._evaluator(surrogate.model_name, surrogate.model).estimator(defended)
+
+    def _builder(self, model_name: str, model: Model, seed: int, role: str = "") -> DefenseBuilder:
         plan = self.plan
+        shown = f"{role}{model_name}"
         return DefenseBuilder(
             dataset=plan.bundle,
             model_name=model_name,
-            model=plan.models[model_name],
+            model=model,
             weights=plan.spec.weights,
             standard=self.host.registries.defenses.get(STANDARD_DEFENSE).configured(
                 plan.spec.plugin_settings("defense", STANDARD_DEFENSE)
             ),
             training=plan.spec.training,
             device=plan.device,
-            seed=plan.spec.seed,
+            seed=seed,
             cache=self.cache,
             plugin_versions=plan.plugin_versions,
             on_epoch=lambda label: (
                 lambda epoch, epochs, loss, acc: self.progress.training(
-                    f"{model_name}/{label}", epoch, epochs, loss, acc
+                    f"{shown}/{label}", epoch, epochs, loss, acc
                 )
             ),
-            on_cache_hit=lambda label: self.progress.message(
-                f"{model_name}/{label}: trained weights from cache"
-            ),
-            on_trained=lambda label, history: self.progress.trained(f"{model_name}/{label}", history),
+            on_cache_hit=lambda label: self.progress.message(f"{shown}/{label}: trained weights from cache"),
+            on_trained=lambda label, history: self.progress.trained(f"{shown}/{label}", history),
         )
 
     def _run_group(
@@ -540,7 +627,8 @@ class MatrixRunner:
             adversarial, attacked = [], []
             totals: dict[str, float] = {}
             for number, (x, y) in enumerate(batches):
-                crafted = evaluator.craft(attack, estimator, x, y, cell.budget, seed + number * 1009)
+                source = estimator if self._surrogate_estimator is None else self._surrogate_estimator
+                crafted = evaluator.craft(attack, source, x, y, cell.budget, seed + number * 1009)
                 for name, value in crafted.totals.items():
                     totals[name] = totals.get(name, 0.0) + float(value)
                 x_adv = crafted.x_adv
@@ -658,7 +746,12 @@ class MatrixRunner:
         }
 
     def _cell_tags(self, cell: Cell) -> dict[str, str]:
-        return {**self._common_tags(), "medbench.role": "cell", "medbench.cell_key": cell.key}
+        return {
+            **self._common_tags(),
+            "medbench.role": "cell",
+            "medbench.cell_key": cell.key,
+            "medbench.threat": cell.threat,
+        }
 
     def _log_summary(self) -> None:
         import json

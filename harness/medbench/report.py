@@ -59,10 +59,13 @@ def results_document(
             "budget_name": cell.budget_name,
             "budget": cell.budget,
             "threat_model": cell.threat_model,
+            "threat": cell.threat,
             "status": result.status,
             "run_id": cell.run_id,
             "metrics": {k: _json_number(v) for k, v in result.metrics.items()},
         }
+        if cell.surrogate is not None:
+            entry["surrogate"] = cell.surrogate
         if result.error:
             entry["error"] = result.error
         cells.append(entry)

@@ -18,6 +18,8 @@ suite needs them)::
     seed: 0
     training: {epochs: 5, batch_size: 64, lr: 0.001, weight_decay: 0.0}
     eval_batch_size: 128
+    eot_samples: 8                  # gradient draws averaged against randomised defences (EOT)
+    surrogate: null                 # MODEL[:DEFENSE]: craft on it, evaluate on every target
     settings:                       # plugin settings, by kind then name
       attack: {pgd: {max_iter: 10}}
       defense: {at-pgd: {eps: 8/255}}
@@ -95,6 +97,8 @@ class RunSpec:
     seed: int = 0
     training: TrainingSettings = field(default_factory=TrainingSettings)
     eval_batch_size: int = 128
+    eot_samples: int = 8
+    surrogate: str | None = None
     settings: dict[str, dict[str, dict[str, Any]]] = field(
         default_factory=lambda: {kind: {} for kind in PLUGIN_KINDS}
     )
@@ -198,6 +202,12 @@ def spec_from_mapping(data: Any, source: str) -> RunSpec:
                 spec.seed = _require_int(key, value, 0)
             elif key == "eval_batch_size":
                 spec.eval_batch_size = _require_int(key, value, 1)
+            elif key == "eot_samples":
+                spec.eot_samples = _require_int(key, value, 1)
+            elif key == "surrogate":
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise UsageError(f"spec key 'surrogate' must be MODEL or MODEL:DEFENSE, got {value!r}")
+                spec.surrogate = value
             elif key == "training":
                 if not isinstance(value, Mapping):
                     raise UsageError("spec key 'training' must be a mapping")
@@ -301,7 +311,7 @@ def parse_budget_override(text: str) -> tuple[str, list[float]]:
 def with_overrides(spec: RunSpec, overrides: Mapping[str, Any]) -> RunSpec:
     """Return a copy of ``spec`` with the command line's values applied (None = not given)."""
     result = copy.deepcopy(spec)
-    for key in ("dataset", "weights", "n_eval", "seed", "eval_batch_size"):
+    for key in ("dataset", "weights", "n_eval", "seed", "eval_batch_size", "eot_samples", "surrogate"):
         if overrides.get(key) is not None:
             setattr(result, key, overrides[key])
     if overrides.get("data_dir") is not None:
