@@ -8,6 +8,9 @@
   segmentation, generated from the seed (no files needed).
 * ``nifti``: local NIfTI image/label volumes listed in a Decathlon/BTCV-style JSON split
   file, preprocessed with MONAI as the reference BTCV loader does (3D segmentation).
+* The papers' datasets, read from a local copy in the layout of their public release:
+  ``brain-tumor-mri``, ``chest-xray-pneumonia``, ``iq-oth-nccd``, ``busi`` (paper 000) and
+  ``isic2018-skin4`` (paper 001); see docs/datasets.md.
 
 Registered through the ``medbench`` entry-point group like any third-party plugin.
 """
@@ -18,20 +21,44 @@ from collections.abc import Callable
 
 from medbench import hookimpl
 from medbench.api import Dataset
+from medbench_data.brain_tumor_mri import BrainTumorMRI
+from medbench_data.busi import BUSI
+from medbench_data.chest_xray_pneumonia import ChestXrayPneumonia
 from medbench_data.imagefolder import ImageFolder
+from medbench_data.iq_oth_nccd import IQOTHNCCD
+from medbench_data.isic2018_skin4 import ISIC2018Skin4
 from medbench_data.medmnist import MedMNIST
 from medbench_data.nifti import Nifti
 from medbench_data.phantom2d import Phantom2D
 from medbench_data.phantom3d import Phantom3D
 
-__all__ = ["ImageFolder", "MedMNIST", "Nifti", "Phantom2D", "Phantom3D", "register_datasets"]
+__all__ = [
+    "BUSI",
+    "IQOTHNCCD",
+    "BrainTumorMRI",
+    "ChestXrayPneumonia",
+    "ISIC2018Skin4",
+    "ImageFolder",
+    "MedMNIST",
+    "Nifti",
+    "Phantom2D",
+    "Phantom3D",
+    "register_datasets",
+]
 
 
 @hookimpl
 def register_datasets(register: Callable[[Dataset], None]) -> None:
-    """Register ``phantom2d``, ``imagefolder``, ``medmnist``, ``phantom3d`` and ``nifti``."""
+    """Register the synthetic, generic-folder and the papers' release-layout datasets."""
     register(Phantom2D())
     register(ImageFolder())
     register(MedMNIST())
     register(Phantom3D())
     register(Nifti())
+    # paper 000
+    register(BrainTumorMRI())
+    register(ChestXrayPneumonia())
+    register(IQOTHNCCD())
+    register(BUSI())
+    # paper 001
+    register(ISIC2018Skin4())
