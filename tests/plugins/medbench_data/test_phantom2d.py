@@ -142,6 +142,9 @@ def test_registers_the_builtin_datasets() -> None:
     registered: list[Any] = []
     register_datasets(registered.append)
     names = [dataset.name for dataset in registered]
-    assert names == ["phantom2d", "imagefolder", "medmnist", "phantom3d", "nifti"]
-    assert [dataset.needs_data_dir for dataset in registered] == [False, True, True, False, True]
+    generated = ["phantom2d", "phantom3d"]
+    releases = ["brain-tumor-mri", "chest-xray-pneumonia", "iq-oth-nccd", "busi", "isic2018-skin4"]
+    releases += ["rsna-pneumonia", "chexpert", "chestxray14", "mura-shoulder"]
+    assert names == ["phantom2d", "imagefolder", "medmnist", "phantom3d", "nifti", *releases, "dicom"]
+    assert [dataset.needs_data_dir for dataset in registered] == [name not in generated for name in names]
     assert all(dataset.layout for dataset in registered if dataset.needs_data_dir)
