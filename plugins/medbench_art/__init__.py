@@ -1,8 +1,10 @@
 """Built-in plugin ``art``: standard attacks on IBM ART and the baseline defenses.
 
 Attacks: ``fgsm``, ``bim``, ``pgd``, ``mifgsm`` (ART evasion attacks on the
-``PyTorchClassifier``) and ``gn`` (Gaussian noise). Defenses: ``none`` (standard training)
-and the adversarial-training family ``at-pgd``, ``at-fgsm``, ``at-bim`` and ``at-gn``.
+``PyTorchClassifier``) and ``gn`` (Gaussian noise). Defenses: ``none`` (standard training),
+the adversarial-training family ``at-pgd``, ``at-fgsm``, ``at-bim`` and ``at-gn``,
+``gaussian-augmentation``, and ART's preprocessing defences ``jpeg``, ``feature-squeezing``,
+``spatial-smoothing`` and ``tvm`` (BPDA and EOT where they are not differentiable or random).
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from medbench_art.at_fgsm import FGSMAdversarialTraining
 from medbench_art.at_gn import GaussianNoiseTraining
 from medbench_art.at_pgd import PGDAdversarialTraining
 from medbench_art.bim import BIM
+from medbench_art.feature_squeezing import FeatureSqueezing
 from medbench_art.fgsm import FGSM
+from medbench_art.gaussian_augmentation import GaussianAugmentation
 from medbench_art.gn import GaussianNoise
+from medbench_art.jpeg import Jpeg
 from medbench_art.mifgsm import MIFGSM
 from medbench_art.pgd import PGD
+from medbench_art.spatial_smoothing import SpatialSmoothing
 from medbench_art.standard import StandardTraining
+from medbench_art.tvm import TotalVariationMinimization
 
 
 @hookimpl
@@ -37,5 +44,10 @@ def register_defenses(register: Callable[[Defense], None]) -> None:
         FGSMAdversarialTraining(),
         BIMAdversarialTraining(),
         GaussianNoiseTraining(),
+        GaussianAugmentation(),
+        Jpeg(),
+        FeatureSqueezing(),
+        SpatialSmoothing(),
+        TotalVariationMinimization(),
     ):
         register(defense)
