@@ -64,7 +64,7 @@ def test_vafa_lowers_dice_more_than_gaussian_noise_at_the_same_ssim(
     noise = GaussianNoise().generate(estimator, x, y, 8 / 255, seed=0)
     # the reference code's variant: the one behind the paper's published figures (see docs)
     vafa = VAFAAttack().configured({"variant": "code"}).generate(estimator, x, y, 30.0, seed=0)
-    assert 0.0 <= float(vafa.min()) and float(vafa.max()) <= 1.0
+    assert float(vafa.min()) >= 0.0 and float(vafa.max()) <= 1.0
 
     noise_ssim, vafa_ssim = float(ssim(x, noise).mean()), float(ssim(x, vafa).mean())
     noise_drop, vafa_drop = clean - _dice(estimator, noise, y), clean - _dice(estimator, vafa, y)
