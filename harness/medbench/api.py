@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     from art.estimators.estimator import BaseEstimator
 
 Task = Literal["classification", "segmentation"]
-ThreatModel = Literal["linf", "l2", "noise", "frequency"]
+ThreatModel = Literal["linf", "l2", "l2-minimal", "noise", "frequency"]
+"""``linf`` / ``l2``: the budget bounds the perturbation's norm (the harness checks it).
+``l2-minimal``: a minimal-perturbation attack (C&W L2, DeepFool): the budget is a margin, not
+a bound, and the achieved L2 is the result (``l2_mean``). ``noise`` / ``frequency``: the budget
+is a noise level or a quantisation step. All are checked to stay in [0, 1]."""
 DefenseKind = Literal["training", "preprocessing", "wrapper"]
 
 CLASSIFICATION: frozenset[str] = frozenset({"classification"})

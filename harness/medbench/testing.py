@@ -88,12 +88,18 @@ def tiny_estimator(bundle: DatasetBundle | None = None, seed: int = 0) -> tuple[
     return classifier_estimator(defended, bundle, torch.device("cpu")), bundle
 
 
-def check_attack(attack: Attack, budget: float | None = None, seed: int = 0) -> None:
-    """The attack returns a same-shaped tensor in [0, 1], inside its budget, reproducibly."""
+def check_attack(
+    attack: Attack, budget: float | None = None, seed: int = 0, bundle: DatasetBundle | None = None
+) -> None:
+    """The attack returns a same-shaped tensor in [0, 1], inside its budget, reproducibly.
+
+    ``bundle`` replaces the default two-class :func:`tiny_bundle` (an attack that needs three
+    classes, such as APGD-DLR, passes ``tiny_bundle(classes=3)``).
+    """
     assert attack.name and isinstance(attack.name, str), "an attack needs a name"
     assert attack.default_budgets, f"attack {attack.name!r} declares no default budgets"
     budget = attack.default_budgets[-1] if budget is None else budget
-    estimator, bundle = tiny_estimator()
+    estimator, bundle = tiny_estimator(bundle)
     x = torch.stack([bundle.test[i][0] for i in range(8)])
     y = torch.stack([bundle.test[i][1] for i in range(8)])
     generated = attack.generate(estimator, x, y, budget, seed=seed)
