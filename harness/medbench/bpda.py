@@ -19,6 +19,7 @@ the naive evaluation that BPDA exists to beat, kept for comparisons.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -52,9 +53,9 @@ class DefensePreprocessor(PreprocessorPyTorch):
             raise ValueError(f"gradient must be 'bpda' or 'blocked', got {gradient!r}")
         self.gradient = gradient
 
+    @abstractmethod
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The defence applied to a batch in [0, 1]; returns a batch of the same shape in [0, 1]."""
-        raise NotImplementedError
 
     def approximation(self, x: torch.Tensor) -> torch.Tensor:
         """BPDA's differentiable stand-in for :meth:`transform`: the identity by default."""

@@ -6,11 +6,14 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
+
+from medbench.errors import UsageError
 
 FINGERPRINT_VERSION = 1
 """Bumped whenever the preprocessing of the built-in datasets changes what they deliver."""
@@ -98,6 +101,15 @@ def stratified_split(
         for part in parts
     )
     return train, val, test
+
+
+def require_data_dir(data_dir: Path | None, owner: str, layout: str) -> Path:
+    """``--data-dir``, or a one-line :class:`UsageError` naming the expected layout."""
+    if data_dir is None:
+        raise UsageError(f"{owner} needs --data-dir; expected layout: {layout}")
+    if not data_dir.is_dir():
+        raise UsageError(f"{owner}: {data_dir} is not a directory; expected layout: {layout}")
+    return data_dir
 
 
 def fingerprint(

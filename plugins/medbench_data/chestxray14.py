@@ -16,7 +16,7 @@ import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint
+from medbench_data._common import fingerprint, require_data_dir
 from medbench_data._files import (
     Fit,
     files_digest,
@@ -121,10 +121,7 @@ class ChestXray14(Dataset):
                 raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
     def load(self, data_dir: Path | None, seed: int) -> DatasetBundle:
-        if data_dir is None:
-            raise UsageError(f"chestxray14 needs --data-dir; expected layout: {LAYOUT}")
-        if not data_dir.is_dir():
-            raise UsageError(f"chestxray14: {data_dir} is not a directory; expected layout: {LAYOUT}")
+        data_dir = require_data_dir(data_dir, self.name, LAYOUT)
         settings: ChestXray14.Settings = self.settings
         entry_file = find_file(data_dir, ENTRY_FILES, self.name, LAYOUT)
         rows = read_csv(entry_file, ("Image Index", "Finding Labels"), self.name, LAYOUT)

@@ -20,7 +20,7 @@ import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint
+from medbench_data._common import fingerprint, require_data_dir
 from medbench_data._files import (
     Fit,
     ReleasePaths,
@@ -166,10 +166,7 @@ class CheXpert(Dataset):
                 raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
     def load(self, data_dir: Path | None, seed: int) -> DatasetBundle:
-        if data_dir is None:
-            raise UsageError(f"chexpert needs --data-dir; expected layout: {LAYOUT}")
-        if not data_dir.is_dir():
-            raise UsageError(f"chexpert: {data_dir} is not a directory; expected layout: {LAYOUT}")
+        data_dir = require_data_dir(data_dir, self.name, LAYOUT)
         settings: CheXpert.Settings = self.settings
         root = release_root(data_dir, "train.csv", RELEASE_FOLDERS)
         resolver = ReleasePaths(root, self.name, LAYOUT)

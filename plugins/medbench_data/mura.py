@@ -16,7 +16,7 @@ import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint
+from medbench_data._common import fingerprint, require_data_dir
 from medbench_data._files import (
     Fit,
     ReleasePaths,
@@ -111,10 +111,7 @@ class MURAShoulder(Dataset):
                 raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
     def load(self, data_dir: Path | None, seed: int) -> DatasetBundle:
-        if data_dir is None:
-            raise UsageError(f"mura-shoulder needs --data-dir; expected layout: {LAYOUT}")
-        if not data_dir.is_dir():
-            raise UsageError(f"mura-shoulder: {data_dir} is not a directory; expected layout: {LAYOUT}")
+        data_dir = require_data_dir(data_dir, self.name, LAYOUT)
         settings: MURAShoulder.Settings = self.settings
         root = release_root(data_dir, "train_image_paths.csv", RELEASE_FOLDERS)
         resolver = ReleasePaths(root, self.name, LAYOUT)

@@ -18,7 +18,7 @@ import torch
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint, stratified_split, validate_fractions
+from medbench_data._common import fingerprint, require_data_dir, stratified_split, validate_fractions
 from medbench_data._files import Fit, LazyImages, files_digest, find_file, read_csv
 from medbench_data.dicom_io import DicomReader, Window
 
@@ -117,10 +117,7 @@ class RSNAPneumonia(Dataset):
             validate_fractions(self.val_fraction, self.test_fraction)
 
     def load(self, data_dir: Path | None, seed: int) -> DatasetBundle:
-        if data_dir is None:
-            raise UsageError(f"rsna-pneumonia needs --data-dir; expected layout: {LAYOUT}")
-        if not data_dir.is_dir():
-            raise UsageError(f"rsna-pneumonia: {data_dir} is not a directory; expected layout: {LAYOUT}")
+        data_dir = require_data_dir(data_dir, self.name, LAYOUT)
         settings: RSNAPneumonia.Settings = self.settings
         try:
             window = Window.parse(settings.window)
