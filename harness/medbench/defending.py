@@ -131,6 +131,8 @@ class DefenseBuilder:
                 "training": self.training,
                 "seed": self.seed,
                 "plugins": self.plugin_versions,
+                # multi-label models keep the epoch of best mean AUC (earlier: exact-match accuracy)
+                **({"selection": "mean_auc"} if self.dataset.multilabel else {}),
             }
         )
 

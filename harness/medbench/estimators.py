@@ -11,18 +11,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from medbench.api import DatasetBundle, DefendedModel, Normalization
 from medbench.bpda import EOTPyTorchClassifier, randomized
 from medbench.forward import normalize
-
-if TYPE_CHECKING:
-    from art.estimators.classification import PyTorchClassifier
 
 
 class MeanStdNormalization(PreprocessorPyTorch):
@@ -48,6 +47,31 @@ class MeanStdNormalization(PreprocessorPyTorch):
             raise ValueError("std must be positive")
 
 
+class MultiHotLabels:
+    """Keeps multi-label targets as 0/1 float matrices in an ART ``PyTorchClassifier``.
+
+    ART reads any 2-D label array as one-hot. For a BCE loss it reduces it to the arg-max
+    index before computing the loss, so a multi-hot target ``(N, L)`` would reach
+    ``BCEWithLogitsLoss`` as ``(N,)``; and ART's FGSM family (FGSM, BIM, PGD) first divides
+    every row by its sum (``[1, 0, 1]`` becomes ``[.5, 0, .5]``, an all-negative row NaN).
+    This mixin gives the loss the 0/1 matrix back (``y > 0``, which undoes both), so ART's
+    gradient attacks maximise the BCE of every label against its true value.
+    """
+
+    def reduce_labels(self, y: Any) -> Any:
+        if isinstance(y, torch.Tensor):
+            return (y > 0).float()
+        return (np.asarray(y) > 0).astype(np.float32)
+
+
+class MultiLabelPyTorchClassifier(MultiHotLabels, PyTorchClassifier):
+    """``PyTorchClassifier`` for multi-label data (BCE-with-logits on multi-hot targets)."""
+
+
+class MultiLabelEOTPyTorchClassifier(MultiHotLabels, EOTPyTorchClassifier):
+    """:class:`~medbench.bpda.EOTPyTorchClassifier` for multi-label data."""
+
+
 def classifier_estimator(
     defended: DefendedModel, dataset: DatasetBundle, device: torch.device, eot_samples: int = 1
 ) -> PyTorchClassifier:
@@ -61,11 +85,14 @@ def classifier_estimator(
         eot_samples: Draws whose input gradients are averaged when a preprocessing defence
             is randomised (EOT); ignored otherwise.
     """
-    from art.estimators.classification import PyTorchClassifier
-
-    factory: Any = PyTorchClassifier
-    if eot_samples > 1 and randomized(defended.preprocessors):
-        factory = functools.partial(EOTPyTorchClassifier, eot_samples=eot_samples)
+    eot = eot_samples > 1 and randomized(defended.preprocessors)
+    factory: Any
+    if dataset.multilabel:
+        factory = MultiLabelEOTPyTorchClassifier if eot else MultiLabelPyTorchClassifier
+    else:
+        factory = EOTPyTorchClassifier if eot else PyTorchClassifier
+    if eot:
+        factory = functools.partial(factory, eot_samples=eot_samples)
     normalization = defended.normalization.for_channels(dataset.in_channels)
     loss: nn.Module = nn.BCEWithLogitsLoss() if dataset.multilabel else nn.CrossEntropyLoss()
     defended.model.to(device).eval()

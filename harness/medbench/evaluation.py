@@ -26,7 +26,7 @@ import torch
 from medbench.api import Attack, AttackResult, DatasetBundle, DefendedModel
 from medbench.estimators import classifier_estimator, predict_logits
 from medbench.images import example_grid, image_rows, label_colors, perturbation_image
-from medbench.metrics import classification_metrics, perturbation_norms, ssim
+from medbench.metrics import classification_metrics, multilabel_metrics, perturbation_norms, ssim
 from medbench.segmentation import SegmentationEstimator, attack_patchwise
 from medbench.segmentation_metrics import dice_per_class, hd95_per_class, image_means, mean_defined
 
@@ -142,14 +142,22 @@ class ClassificationEvaluator(TaskEvaluator):
         clean: CleanOutputs,
         attacked: list[torch.Tensor],
     ) -> dict[str, float]:
-        return classification_metrics(
+        labels, clean_logits, adv_logits = (
             torch.cat([y for _, y in batches]),
             torch.cat(clean.outputs),
             torch.cat(attacked),
+        )
+        metrics = classification_metrics(
+            labels,
+            clean_logits,
+            adv_logits,
             torch.cat([x for x, _ in batches]),
             torch.cat(adversarial),
             multilabel=self.bundle.multilabel,
         )
+        if self.bundle.multilabel:
+            metrics.update(multilabel_metrics(labels, clean_logits, adv_logits, self.bundle.class_names))
+        return metrics
 
     def examples(
         self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path

@@ -20,6 +20,7 @@ Label conventions:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,8 @@ __all__ = [
     "attack_success_rate",
     "auc_from_logits",
     "classification_metrics",
+    "label_flip_rate",
+    "multilabel_metrics",
     "perturbation_norms",
     "roc_auc",
     "ssim",
@@ -197,6 +200,32 @@ def attack_success_rate(
     clean_ok, adv_ok = _clean_and_adversarial_correct(clean_logits, adv_logits, labels, multilabel)
     flipped = clean_ok & ~adv_ok
     return _ratio(int(flipped.sum().item()), int(clean_ok.sum().item()))
+
+
+def label_flip_rate(clean_logits: Tensor, adv_logits: Tensor, labels: Tensor) -> float:
+    """Multi-label: return the share of clean-correct label decisions that the attack makes wrong.
+
+    Every (sample, label) pair is one decision (positive iff the logit is ``> 0``). Of the
+    pairs decided correctly on the clean input, this is the share decided wrongly on the
+    adversarial input. It complements :func:`attack_success_rate`, whose multi-label unit is
+    the whole sample (a sample with all labels right that ends with at least one wrong): an
+    attack that flips one finding of every image has a success rate of 1 and a flip rate of
+    1/L.
+
+    Args:
+        clean_logits: Outputs on clean inputs ``(N, L)``.
+        adv_logits: Outputs on adversarial inputs, same shape.
+        labels: 0/1 targets ``(N, L)``.
+
+    Returns:
+        Flip rate in [0, 1]; NaN when no decision is clean-correct.
+    """
+    _check_logits(clean_logits, labels, multilabel=True)
+    _check_logits(adv_logits, labels, multilabel=True)
+    truth = labels.to(clean_logits.device).bool()
+    clean_ok = (clean_logits > 0) == truth
+    adv_ok = (adv_logits.to(clean_logits.device) > 0) == truth
+    return _ratio(int((clean_ok & ~adv_ok).sum().item()), int(clean_ok.sum().item()))
 
 
 # --------------------------------------------------------------------------- ROC AUC
@@ -385,6 +414,33 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, win_size: int = _SSIM_WI
     # Every channel has the same number of valid positions, so the flat mean over (C, *spatial)
     # equals the mean over channels of the per-channel means.
     return ssim_map.flatten(start_dim=1).mean(dim=1)
+
+
+def _metric_slug(name: str) -> str:
+    """``"Pleural Effusion"`` → ``"pleural_effusion"``: a label name as part of a metric key."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
+def multilabel_metrics(
+    labels: Tensor, clean_logits: Tensor, adv_logits: Tensor, label_names: Sequence[str]
+) -> dict[str, float]:
+    """Return the metrics that multi-label cells log on top of :data:`CLASSIFICATION_METRICS`.
+
+    ``label_flip_rate`` (see :func:`label_flip_rate`), and the ROC AUC of every label on clean
+    and adversarial inputs as ``clean_auc_<label>`` and ``robust_auc_<label>`` (the label
+    name in lower case with non-alphanumerics as ``_``; ``clean_auc`` is their mean).
+
+    Raises:
+        ValueError: When the number of names differs from the number of label columns.
+    """
+    if len(label_names) != labels.shape[1]:
+        raise ValueError(f"{len(label_names)} label names for {labels.shape[1]} label columns")
+    result = {"label_flip_rate": label_flip_rate(clean_logits, adv_logits, labels)}
+    for column, name in enumerate(label_names):
+        slug = _metric_slug(name) or str(column)
+        result[f"clean_auc_{slug}"] = roc_auc(clean_logits[:, column], labels[:, column])
+        result[f"robust_auc_{slug}"] = roc_auc(adv_logits[:, column], labels[:, column])
+    return result
 
 
 # --------------------------------------------------------------------------- all together

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from medbench.api import DatasetBundle, DefendedModel
 from medbench.errors import CellError
 from medbench.forward import defended_logits
+from medbench.metrics import auc_from_logits
 from medbench.segmentation import SegmentationEstimator, pad_to_size
 from medbench.segmentation_metrics import dice_ce_loss, dice_per_class, image_means, mean_defined
 from medbench.spec import TrainingSettings
@@ -49,7 +50,11 @@ def evaluate_validation(
     device: torch.device,
     roi_size: tuple[int, ...] | None = None,
 ) -> float:
-    """The score that picks the best epoch: clean accuracy, or mean Dice for segmentation."""
+    """The score that picks the best epoch: clean accuracy, mean AUC for multi-label data
+    (exact-match accuracy over many findings is near 0 for most of training, and the papers
+    select and report by AUC), or mean Dice for segmentation."""
+    if dataset.multilabel:
+        return evaluate_mean_auc(defended, dataset, "val", device)
     if dataset.task != "segmentation":
         return evaluate_accuracy(defended, dataset, "val", device)
 
@@ -105,6 +110,23 @@ def evaluate_accuracy(
                 correct += int((logits.argmax(dim=1) == y).sum())
             total += y.shape[0]
     return correct / total if total else float("nan")
+
+
+def evaluate_mean_auc(
+    defended: DefendedModel, dataset: DatasetBundle, split: str, device: torch.device, batch_size: int = 256
+) -> float:
+    """Multi-label: mean over labels of the clean ROC AUC on a split (labels with one class are
+    skipped); NaN when no label is defined."""
+    loader = DataLoader(getattr(dataset, split), batch_size=batch_size, shuffle=False)
+    defended.eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            logits.append(defended_logits(defended, x.to(device)))
+            labels.append(y.to(device))
+    if not logits:
+        return float("nan")
+    return auc_from_logits(torch.cat(logits), torch.cat(labels), multilabel=True)
 
 
 def train_defended(
