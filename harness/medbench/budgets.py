@@ -1,9 +1,11 @@
-"""Parsing and formatting of attack budgets (``8/255``, ``0.0314``, ``2/255,8/255``)."""
+"""Parsing and formatting of attack budgets (``8/255``, ``0.0314``, ``2/255,8/255``, ``5HU``)."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 from medbench.errors import UsageError
@@ -41,20 +43,83 @@ def parse_budget(text: str | float | int) -> float:
     return value
 
 
-def parse_budget_list(items: str | float | int | Iterable[str | float | int]) -> list[float]:
-    """Parse a comma-separated list (or a sequence of such lists) of budgets, keeping order."""
+@dataclass(frozen=True)
+class UnitBudget:
+    """A budget in the data's own intensity unit (``5HU``), converted to the [0, 1] scale by
+    :func:`to_intensity_scale` once the dataset and its intensity window are known."""
+
+    value: float
+    unit: str
+
+    @property
+    def text(self) -> str:
+        """``5HU``: as the user wrote it (the number normalised)."""
+        return f"{self.value:g}{self.unit}"
+
+
+Budget = float | UnitBudget
+"""A parsed budget: on the [0, 1] scale, or in a unit awaiting the dataset's window."""
+
+_WITH_UNIT = re.compile(r"^(?P<number>[0-9.eE+-]*[0-9.])\s*(?P<unit>[A-Za-z][A-Za-z0-9]*)$")
+
+
+def parse_budget_or_unit(text: str | float | int) -> Budget:
+    """Parse one budget that may carry an intensity unit: ``8/255``, ``0.03`` or ``5HU``.
+
+    Raises:
+        UsageError: For anything that is not a finite, non-negative number (with a unit).
+    """
+    if isinstance(text, str):
+        match = _WITH_UNIT.match(text.strip())
+        if match is not None:
+            return UnitBudget(parse_budget(match["number"]), match["unit"])
+    return parse_budget(text)
+
+
+def parse_budget_list(items: str | float | int | Iterable[str | float | int]) -> list[Budget]:
+    """Parse a comma-separated list (or a sequence of such lists) of budgets, keeping order.
+
+    Entries are numbers, fractions or unit budgets (``2/255,8/255``; ``5HU,10HU``).
+    """
     if isinstance(items, (str, int, float)):
         items = [items]
-    values: list[float] = []
+    values: list[Budget] = []
     for item in items:
         parts = str(item).split(",") if isinstance(item, str) else [item]
         for part in parts:
             if isinstance(part, str) and not part.strip():
                 raise UsageError(f"malformed budget list {item!r}: empty entry")
-            values.append(parse_budget(part))
+            values.append(parse_budget_or_unit(part))
     if not values:
         raise UsageError("empty budget list")
     return values
+
+
+def to_intensity_scale(budget: Budget, window: tuple[float, float] | None, unit: str, dataset: str) -> float:
+    """The [0, 1]-scale value of a budget: ``value / (window high − window low)`` for a unit budget.
+
+    Args:
+        budget: A parsed budget.
+        window: The dataset's intensity window (the values mapped to 0 and 1), if it has one.
+        unit: The unit of ``window`` (``HU``); compared case-insensitively.
+        dataset: The dataset's name, for the error message.
+
+    Raises:
+        UsageError: When the dataset declares no window, or one in another unit.
+    """
+    if not isinstance(budget, UnitBudget):
+        return budget
+    if window is None or not unit:
+        raise UsageError(
+            f"budget {budget.text}: dataset {dataset!r} declares no intensity window in physical units; "
+            "give budgets on the [0, 1] scale (e.g. 8/255)"
+        )
+    if budget.unit.lower() != unit.lower():
+        raise UsageError(
+            f"budget {budget.text}: dataset {dataset!r} has its intensity window in {unit}, not {budget.unit}"
+        )
+    low, high = window
+    return budget.value / (high - low)
 
 
 def format_budget(value: float) -> str:

@@ -76,7 +76,8 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     "--eps",
     "eps",
     multiple=True,
-    help="Budgets on the [0,1] scale for every eps/sigma attack, e.g. 2/255,8/255.",
+    help="Budgets of every eps/sigma attack, on the [0,1] scale (2/255,8/255) or in the "
+    "dataset's intensity unit (5HU,10HU).",
 )
 @click.option(
     "--budget",
@@ -179,7 +180,7 @@ def run(ctx: click.Context, **options: Any) -> None:
         f"medbench {__version__}: {len(plan.cells)} cells on {plan.dataset.name} "
         f"({plan.n_eval} test samples) on {device}; "
         + "; ".join(
-            f"{name} {plan.attacks[name].budget_name}={format_budgets(v)}" for name, v in plan.budgets.items()
+            f"{name} {plan.attacks[name].budget_name}={plan.budget_text(name)}" for name in plan.budgets
         )
     )
     tracker = Tracker(resolve_tracking_uri(options["tracking_uri"]), plan.experiment)

@@ -21,7 +21,7 @@ import torch
 
 from medbench import __version__
 from medbench.api import Attack, CellOutputs, Dataset, DatasetBundle, DefendedModel, Defense, Metric, Model
-from medbench.budgets import format_budget, format_budgets
+from medbench.budgets import Budget, UnitBudget, format_budget, to_intensity_scale
 from medbench.cache import ModelCache, stable_hash
 from medbench.defending import (
     CHAIN_SEPARATOR,
@@ -65,6 +65,8 @@ class Cell:
     budget_name: str
     budget: float
     threat_model: str
+    budget_native: str | None = None
+    """The budget as given in the data's intensity unit (``5HU``); None for [0, 1]-scale budgets."""
     surrogate: str | None = None
     """``MODEL:DEFENSE`` the adversarial examples were crafted on (transfer); None: the target."""
     key: str = ""
@@ -77,7 +79,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.defense}/{self.attack}@{format_budget(self.budget)}"
+        budget = self.budget_native or format_budget(self.budget)
+        return f"{self.model}/{self.defense}/{self.attack}@{budget}"
 
 
 @dataclass
@@ -101,6 +104,7 @@ class MatrixPlan:
     defenses: dict[str, list[Defense]]
     attacks: dict[str, Attack]
     budgets: dict[str, list[float]]
+    """Per attack, its budgets on the [0, 1] scale (unit budgets converted)."""
     metrics: list[Metric]
     cells: list[Cell]
     device: torch.device
@@ -109,6 +113,16 @@ class MatrixPlan:
     plugin_versions: dict[str, str]
     surrogate: Surrogate | None = None
     parent_run_id: str | None = None
+    native_budgets: dict[str, list[str | None]] = field(default_factory=dict)
+    """Per attack, parallel to :attr:`budgets`: the unit budget as given (``5HU``), else None."""
+
+    def budget_text(self, attack: str) -> str:
+        """``2/255,8/255``, or ``5HU (3/255),10HU (6/255)`` for unit budgets."""
+        natives = self.native_budgets.get(attack) or [None] * len(self.budgets[attack])
+        return ",".join(
+            f"{native} ({format_budget(value)})" if native else format_budget(value)
+            for value, native in zip(self.budgets[attack], natives, strict=True)
+        )
 
 
 @dataclass
@@ -164,10 +178,10 @@ def _check_settings_names(spec: RunSpec, host: PluginHost) -> None:
 
 def resolve_budgets(
     attack: Attack,
-    spec_budgets: dict[str, list[float]],
-    eps_override: list[float] | None,
-    budget_overrides: dict[str, list[float]],
-) -> list[float]:
+    spec_budgets: dict[str, list[Budget]],
+    eps_override: list[Budget] | None,
+    budget_overrides: dict[str, list[Budget]],
+) -> list[Budget]:
     """Budgets of one attack, by priority.
 
     ``--budget ATTACK=`` or ``--budget BUDGET_NAME=``, then ``--eps`` (attacks whose budget
@@ -186,6 +200,29 @@ def resolve_budgets(
     if attack.budget_name in spec_budgets:
         return spec_budgets[attack.budget_name]
     return list(attack.default_budgets)
+
+
+def _convert_unit_budgets(
+    requested: dict[str, list[Budget]], attacks: dict[str, Attack], bundle: DatasetBundle, dataset: str
+) -> tuple[dict[str, list[float]], dict[str, list[str | None]]]:
+    """Unit budgets (``5HU``) to the [0, 1] scale through the dataset's intensity window.
+
+    Returns the budgets on the [0, 1] scale and, in parallel, the unit budgets as given.
+    """
+    budgets: dict[str, list[float]] = {}
+    native: dict[str, list[str | None]] = {}
+    for name, values in requested.items():
+        attack = attacks[name]
+        for value in values:
+            if isinstance(value, UnitBudget) and not attack.budget_on_intensity_scale:
+                raise UsageError(
+                    f"budget {value.text}: {attack.budget_name} of attack {name!r} is not an intensity"
+                )
+        budgets[name] = [
+            to_intensity_scale(v, bundle.intensity_window, bundle.intensity_unit, dataset) for v in values
+        ]
+        native[name] = [v.text if isinstance(v, UnitBudget) else None for v in values]
+    return budgets, native
 
 
 def _check_task(kind: str, name: str, tasks: frozenset[str], task: str) -> None:
@@ -213,8 +250,8 @@ def plan_matrix(
     host: PluginHost,
     device: torch.device,
     *,
-    eps_override: list[float] | None = None,
-    budget_overrides: dict[str, list[float]] | None = None,
+    eps_override: list[Budget] | None = None,
+    budget_overrides: dict[str, list[Budget]] | None = None,
     assignments: Iterable[tuple[str, str, str, str]] = (),
     experiment: str | None = None,
 ) -> MatrixPlan:
@@ -254,7 +291,7 @@ def plan_matrix(
             raise UsageError(
                 f"--budget: {unknown_name_message('attack or budget name', name, known_budget_names)}"
             )
-    budgets = {
+    requested = {
         name: resolve_budgets(a, spec.budgets, eps_override, budget_overrides) for name, a in attacks.items()
     }
 
@@ -266,6 +303,7 @@ def plan_matrix(
     if spec.n_eval is not None and spec.n_eval > test_size:
         raise UsageError(f"--n-eval {spec.n_eval} is larger than the test split ({test_size} samples)")
     n_eval = spec.n_eval or test_size
+    budgets, native_budgets = _convert_unit_budgets(requested, attacks, bundle, dataset.name)
 
     involved = {host.registries.datasets.owner(dataset.name)}
     involved |= {registries.models.owner(n) for n in models}
@@ -292,6 +330,7 @@ def plan_matrix(
         experiment=experiment or spec.name,
         plugin_versions=versions,
         surrogate=surrogate,
+        native_budgets=native_budgets,
     )
     plan.cells = _make_cells(plan)
     return plan
@@ -339,7 +378,8 @@ def _make_cells(plan: MatrixPlan) -> list[Cell]:
     for model_name in plan.models:
         for defense_name in plan.defenses:
             for attack_name, attack in plan.attacks.items():
-                for budget in plan.budgets[attack_name]:
+                natives = plan.native_budgets.get(attack_name) or [None] * len(plan.budgets[attack_name])
+                for budget, native in zip(plan.budgets[attack_name], natives, strict=True):
                     cell = Cell(
                         index=len(cells),
                         model=model_name,
@@ -347,6 +387,7 @@ def _make_cells(plan: MatrixPlan) -> list[Cell]:
                         attack=attack_name,
                         budget_name=attack.budget_name,
                         budget=budget,
+                        budget_native=native,
                         threat_model=attack.threat_model,
                         surrogate=plan.surrogate.label if plan.surrogate else None,
                     )
@@ -404,6 +445,7 @@ def cell_params(plan: MatrixPlan, cell: Cell) -> dict[str, Any]:
         "budget_name": cell.budget_name,
         "budget": cell.budget,
         "budget_text": format_budget(cell.budget),
+        **({"budget_native": cell.budget_native} if cell.budget_native else {}),
         "threat_model": cell.threat_model,
         "threat": cell.threat,
         "surrogate": cell.surrogate,
@@ -725,7 +767,7 @@ class MatrixRunner:
             "device": str(plan.device),
             "weights": plan.spec.weights,
         }
-        params.update({f"budgets.{name}": format_budgets(values) for name, values in plan.budgets.items()})
+        params.update({f"budgets.{name}": plan.budget_text(name) for name in plan.budgets})
         params.update({f"training.{k}": v for k, v in vars(plan.spec.training).items()})
         return params
 

@@ -64,6 +64,8 @@ def results_document(
             "run_id": cell.run_id,
             "metrics": {k: _json_number(v) for k, v in result.metrics.items()},
         }
+        if cell.budget_native is not None:
+            entry["budget_native"] = cell.budget_native
         if cell.surrogate is not None:
             entry["surrogate"] = cell.surrogate
         if result.error:
@@ -99,7 +101,7 @@ def results_table(results: Sequence[CellResult], title: str = "medbench results"
             escape(cell.model),
             escape(cell.defense),  # variants like dcnn[lambda_a=0] are not rich markup
             escape(cell.attack),
-            f"{cell.budget_name}={format_budget(cell.budget)}",
+            f"{cell.budget_name}={cell.budget_native or format_budget(cell.budget)}",
             *(_format(result.metrics.get(name), name) for name, _ in columns),
             status,
         )

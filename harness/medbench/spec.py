@@ -13,7 +13,7 @@ suite needs them)::
     attacks: [fgsm, pgd, gn]
     budgets:                        # by budget name (eps, sigma, ...) or by attack name
       eps: [2/255, 8/255]
-      sigma: [2/255, 8/255]
+      sigma: [2/255, 8/255]           # or in the dataset's unit: eps: [5HU, 10HU]
     n_eval: null                    # test samples to attack; null = the whole test split
     seed: 0
     training: {epochs: 5, batch_size: 64, lr: 0.001, weight_decay: 0.0}
@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from medbench.budgets import parse_budget_list
+from medbench.budgets import Budget, parse_budget_list
 from medbench.errors import UsageError, unknown_name_message
 from medbench.settings import build_settings
 
@@ -92,7 +92,7 @@ class RunSpec:
     weights: str | None = None
     defenses: list[str] = field(default_factory=lambda: ["none"])
     attacks: list[str] = field(default_factory=lambda: ["fgsm"])
-    budgets: dict[str, list[float]] = field(default_factory=dict)
+    budgets: dict[str, list[Budget]] = field(default_factory=dict)
     n_eval: int | None = None
     seed: int = 0
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -298,7 +298,7 @@ def parse_assignment(text: str) -> tuple[str, str, str, str]:
     return kind, name, key, value
 
 
-def parse_budget_override(text: str) -> tuple[str, list[float]]:
+def parse_budget_override(text: str) -> tuple[str, list[Budget]]:
     """Parse ``--budget NAME=2/255,8/255`` (NAME: an attack or a budget name)."""
     if "=" not in text:
         raise UsageError(f"malformed --budget {text!r}: expected NAME=VALUES, e.g. q_max=20,30")

@@ -177,6 +177,8 @@ class Nifti(Dataset):
             task="segmentation",
             modality="ct" if settings.intensity == "window" else "mri",
             fingerprint=digest,
+            intensity_window=(settings.a_min, settings.a_max) if settings.intensity == "window" else None,
+            intensity_unit="HU" if settings.intensity == "window" else "",
         )
 
 

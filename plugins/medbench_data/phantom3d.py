@@ -37,10 +37,16 @@ _TEXTURE_SIGMAS = (0.012, 0.03, 0.08)
 """Correlation lengths of the fine, medium and coarse textures, as fractions of the field of view."""
 
 
+NOMINAL_WINDOW_HU = (-175.0, 250.0)
+"""The abdominal CT window that [0, 1] stands for (Synapse's, paper 003), so that budgets in HU
+(``--eps 5HU``) mean on the phantoms what they mean on windowed CT."""
+
+
 class Phantom3D(Dataset):
     """Synthetic 3D CT-like abdomens; labels 1 liver, 2 kidney, 3 spleen, 4 aorta.
 
-    Intensities mimic a CT abdominal window mapped to [0, 1]: air 0, fat about 0.2,
+    Intensities mimic the CT abdominal window −175…250 HU mapped to [0, 1] (declared as the
+    bundle's ``intensity_window``): air 0, fat about 0.2,
     soft tissue about 0.45, liver, spleen and kidneys above it, the contrast-enhanced aorta
     about 0.85 and bone near 1. Positions, radii and levels are jittered per volume; the
     geometry is relative to the field of view, so ``image_size`` only changes the
@@ -104,6 +110,8 @@ class Phantom3D(Dataset):
             input_shape=(1, size, size, size),
             task="segmentation",
             modality="synthetic-ct",
+            intensity_window=NOMINAL_WINDOW_HU,
+            intensity_unit="HU",
             fingerprint=fingerprint(self.name, settings, [], {"seed": seed, "generator": GENERATOR_VERSION}),
         )
 

@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from medbench.budgets import format_budget, format_budgets, parse_budget, parse_budget_list
+from medbench.budgets import (
+    UnitBudget,
+    format_budget,
+    format_budgets,
+    parse_budget,
+    parse_budget_list,
+    parse_budget_or_unit,
+    to_intensity_scale,
+)
 from medbench.errors import UsageError
 
 
@@ -56,3 +64,19 @@ def test_format_budget_round_trips_fractions() -> None:
     assert format_budgets([2 / 255, 8 / 255]) == "2/255,8/255"
     for value in (1 / 255, 3 / 255, 16 / 255):
         assert math.isclose(parse_budget(format_budget(value)), value)
+
+
+def test_unit_budgets_parse_and_convert_through_the_window() -> None:
+    assert parse_budget_list("5HU, 10 hu,2/255") == [UnitBudget(5.0, "HU"), UnitBudget(10.0, "hu"), 2 / 255]
+    assert parse_budget_or_unit("2.5HU").text == "2.5HU"
+    assert parse_budget_or_unit("1e1HU") == UnitBudget(10.0, "HU")
+    # the Synapse window of paper 003: -175..250 HU is [0, 1], so 5 HU is 5/425 = 3/255
+    assert to_intensity_scale(UnitBudget(5.0, "hu"), (-175.0, 250.0), "HU", "ct") == pytest.approx(5 / 425)
+    assert to_intensity_scale(8 / 255, None, "", "phantom2d") == 8 / 255
+    with pytest.raises(UsageError, match="declares no intensity window"):
+        to_intensity_scale(UnitBudget(5.0, "HU"), None, "", "phantom2d")
+    with pytest.raises(UsageError, match="window in HU, not mm"):
+        to_intensity_scale(UnitBudget(5.0, "mm"), (-175.0, 250.0), "HU", "ct")
+    for malformed in ("-5HU", "HU", "5 H U", "nanHU"):
+        with pytest.raises(UsageError):
+            parse_budget_or_unit(malformed)

@@ -124,6 +124,7 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_metadata_and_contract(dataset_dir: Path) -> None:
     bundle = _load(dataset_dir)
     assert bundle.task == "segmentation" and bundle.modality == "ct"
+    assert bundle.intensity_window == (-175.0, 250.0) and bundle.intensity_unit == "HU"
     assert bundle.class_names == ("background", "liver", "kidney", "bone")
     assert bundle.input_shape == (1, -1, -1, -1)
     assert len(bundle.fingerprint) == 32
@@ -209,6 +210,7 @@ def test_spatial_size_fixes_the_volume_shape(dataset_dir: Path) -> None:
 def test_minmax_intensity_and_spacing_settings(dataset_dir: Path) -> None:
     bundle = _load(dataset_dir, intensity="minmax", spacing=(3.0, 3.0, 4.0))
     assert bundle.modality == "mri"
+    assert bundle.intensity_window is None and bundle.intensity_unit == ""
     image, label = bundle.val[0]
     assert float(image.max()) == 1.0 and float(image.min()) >= 0.0
     # about half as many voxels in-plane (1.5 → 3 mm), (12 - 1) slices × 4 mm / 4 mm along z

@@ -27,6 +27,7 @@ def test_keeps_the_segmentation_dataset_contract() -> None:
     assert bundle.class_names == CLASS_NAMES == ("background", "liver", "kidney", "spleen", "aorta")
     assert bundle.input_shape == (1, 32, 32, 32)
     assert bundle.modality == "synthetic-ct"
+    assert bundle.intensity_window == (-175.0, 250.0) and bundle.intensity_unit == "HU"
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (3, 2, 2)
     assert Phantom3D.task == "segmentation" and Phantom3D.dims == 3 and not Phantom3D.needs_data_dir
     assert Phantom3D.description and "\n" not in Phantom3D.description
