@@ -222,7 +222,10 @@ def _list_table(kind: str, host: PluginHost) -> Table:
     elif kind == "defenses":
         table.add_column("kind")
         table.add_column("tasks")
-    elif kind in ("datasets", "models"):
+    elif kind == "datasets":
+        table.add_column("tasks")
+        table.add_column("layout of --data-dir", overflow="fold")
+    elif kind == "models":
         table.add_column("tasks")
     table.add_column("plugin")
     for item in registry:
@@ -236,7 +239,8 @@ def _list_table(kind: str, host: PluginHost) -> Table:
         elif kind == "defenses":
             row += [item.kind, ",".join(sorted(item.tasks))]  # type: ignore[attr-defined]
         elif kind == "datasets":
-            row += [item.task]  # type: ignore[attr-defined]
+            layout = item.layout or ("generated, no files" if not item.needs_data_dir else "")  # type: ignore[attr-defined]
+            row += [item.task, layout]  # type: ignore[attr-defined]
         elif kind == "models":
             row += [",".join(sorted(item.tasks))]  # type: ignore[attr-defined]
         row.append(registry.owner(item.name))

@@ -215,6 +215,29 @@ def test_list_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
+def test_list_shows_attack_budgets_and_dataset_layouts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run_cli(["list", "attacks"], capsys)
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert code == 0
+    assert "eps: 1/255,2/255,4/255,8/255" in rows["pgd"] and "q_max: 20,30" in rows["vafa"]
+    assert "l2-minimal" in rows["cw-l2"] and "confidence: 0" in rows["cw-l2"]
+    for name in ("cw-linf", "autoattack", "apgd-ce", "apgd-dlr", "square", "deepfool", "hsj"):
+        assert name in rows
+    code, out, _ = run_cli(["list", "datasets"], capsys)
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert code == 0
+    assert "DATA_DIR/stage_2_detailed_class_info.csv" in rows["rsna-pneumonia"]
+    assert "DATA_DIR/train.csv and DATA_DIR/valid.csv of CheXpert" in rows["chexpert"]
+    assert "generated, no files" in rows["phantom2d"]
+    for name in ("brain-tumor-mri", "chest-xray-pneumonia", "iq-oth-nccd", "busi", "isic2018-skin4"):
+        assert "DATA_DIR/" in rows[name]
+    for name in ("chestxray14", "mura-shoulder", "dicom", "nifti"):
+        assert "DATA_DIR/" in rows[name]
+
+
 NAN_PLUGIN = """
 from dataclasses import dataclass
 import torch
