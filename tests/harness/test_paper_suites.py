@@ -55,3 +55,13 @@ def test_colorization_suite() -> None:
         for module in ("deconv", "pixelshuffle", "coloru")
         for stage in ("color-module", "all", "last-layer")
     }
+
+
+def test_threat_models_suite_plans_the_issue_comparison() -> None:
+    plan = _plan("threat-models")
+    assert list(plan.defenses) == ["none", "at-pgd"]
+    assert list(plan.attacks) == ["pgd", "autoattack", "square"]
+    assert all(budgets == [2 / 255, 8 / 255] for budgets in plan.budgets.values())
+    assert plan.surrogate is None and len(plan.cells) == 2 * 3 * 2
+    smoke = load_suite("smoke")
+    assert load_suite("threat-models").training == smoke.training, "reuses the smoke suite's trained models"
