@@ -19,6 +19,7 @@ from rich.table import Table
 from medbench import __version__
 from medbench.budgets import format_budgets, parse_budget_list
 from medbench.errors import MedbenchError, UsageError
+from medbench.leaderboard.render import FORMATS
 from medbench.plugins import PluginHost, load_plugins
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE = 0, 1, 2
@@ -185,14 +186,19 @@ def run(ctx: click.Context, **options: Any) -> None:
     )
     tracker = Tracker(resolve_tracking_uri(options["tracking_uri"]), plan.experiment)
     cache = ModelCache(enabled=not options["no_cache"])
-    with RichProgress(console) as progress:
-        results = MatrixRunner(plan, host, tracker, progress, cache).run()
+    progress = RichProgress(console)
+    runner = MatrixRunner(plan, host, tracker, progress, cache)
+    with progress:
+        results = runner.run()
     assert plan.parent_run_id is not None
     if options["as_json"]:
         document = results_document(plan.experiment, plan.parent_run_id, plan.dataset.name, results)
+        document["sanity"] = [flag.as_dict() for flag in runner.flags]
         click.echo(json.dumps(document, indent=2))
     else:
         Console().print(results_table(results, f"medbench {plan.spec.name} on {plan.dataset.name}"))
+    for flag in runner.flags:
+        console.print(f"[yellow]{flag.row}: needs adaptive evaluation ({flag.check})[/]: {flag.message}")
     console.print(
         f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id} "
         f"({tracker.tracking_uri}); `medbench ui` to browse"
@@ -257,6 +263,47 @@ def list_command(ctx: click.Context, kind: str | None) -> None:
     console = Console()
     for name in [kind] if kind else LIST_KINDS:
         console.print(_list_table(name, host))
+
+
+@cli.command()
+@click.option("--suite", default="smoke", show_default=True, help="Suite whose runs to rank.")
+@click.option("--experiment", default=None, help="MLflow experiment (default: the suite's name).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: as `medbench run`).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table (terminal), markdown, html (one self-contained page), csv or json (schema entries).",
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to a file."
+)
+def leaderboard(
+    suite: str, experiment: str | None, tracking_uri: str | None, fmt: str, output: Path | None
+) -> None:
+    """Rank a suite's runs from MLflow: clean, robust per attack, worst case, curve area, runtime, flags."""
+    from medbench.leaderboard.board import load_board, render_board
+    from medbench.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    board = load_board(uri, experiment or suite, suite)
+    stderr = Console(stderr=True)
+    if board.unfinished:
+        stderr.print(f"{board.unfinished} cell run(s) that did not finish are left out", markup=False)
+    if fmt == "table" and output is None:
+        from medbench.leaderboard.render import rich_table
+
+        Console(width=None if sys.stdout.isatty() else 200).print(rich_table(board.entries, board.title))
+        return
+    text = render_board(board, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    stderr.print(f"wrote {output} ({len(board.entries)} rows, {fmt})", markup=False)
 
 
 @cli.command()

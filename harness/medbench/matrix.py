@@ -42,9 +42,11 @@ from medbench.evaluation import (
     TaskEvaluator,
     eval_batches,
 )
+from medbench.gradient_checks import group_checks
 from medbench.images import image_rows
 from medbench.lpips_similarity import lpips_similarity
 from medbench.plugins import PluginHost
+from medbench.sanity import Flag
 from medbench.spec import RunSpec
 from medbench.tracking import Tracker
 from medbench.training import TrainingHistory
@@ -515,6 +517,8 @@ class MatrixRunner:
         self.progress = progress
         self.cache = cache
         self.results: list[CellResult] = []
+        self.flags: list[Flag] = []
+        """Sanity flags of the finished matrix (:mod:`medbench.sanity`)."""
         self._lpips: Any = None
         self._surrogate_estimator: Any = None
 
@@ -626,9 +630,24 @@ class MatrixRunner:
                 self._fail_cell(cell, f"building the defended model failed: {message}", details)
             return
         with frozen_parameters(defended), tempfile.TemporaryDirectory() as directory:
+            checks = self._group_checks(estimator, batches[0], cells[0])
             visuals = self._defense_images(chain, defended, batches[0][0], Path(directory))
             for cell in cells:
-                self._run_cell(cell, evaluator, estimator, batches, clean, visuals)
+                self._run_cell(cell, evaluator, estimator, batches, clean, visuals, checks)
+
+    def _group_checks(self, estimator: Any, batch: Batch, cell: Cell) -> dict[str, float]:
+        """:func:`~medbench.gradient_checks.group_checks` of one defended model; never fails a cell."""
+        plan = self.plan
+        try:
+            return group_checks(
+                estimator,
+                *batch,
+                task=plan.bundle.task,
+                multilabel=plan.bundle.multilabel,
+            )
+        except Exception as error:
+            self.progress.message(f"{cell.model}/{cell.defense}: gradient checks skipped: {_one_line(error)}")
+            return {}
 
     def _defense_images(
         self, chain: list[Defense], defended: DefendedModel, x: torch.Tensor, directory: Path
@@ -655,6 +674,7 @@ class MatrixRunner:
         batches: list[Batch],
         clean: CleanOutputs,
         defense_images: list[Path],
+        checks: dict[str, float],
     ) -> None:
         plan = self.plan
         attack = plan.attacks[cell.attack]
@@ -689,6 +709,7 @@ class MatrixRunner:
             samples = sum(len(x) for x, _ in batches)
             metrics.update({f"{name}_mean": total / samples for name, total in totals.items()})
             metrics.update(self._plugin_metrics(cell, batches, adversarial, clean.outputs, attacked))
+            metrics.update(checks)
             self.tracker.log_metrics(cell.run_id, metrics)
             with tempfile.TemporaryDirectory() as directory:
                 grid = evaluator.examples(
@@ -778,6 +799,7 @@ class MatrixRunner:
             "medbench.suite": plan.spec.name,
             "medbench.dataset_fingerprint": plan.bundle.fingerprint,
             "medbench.plugins": ",".join(f"{n}=={v}" for n, v in sorted(plan.plugin_versions.items())),
+            "medbench.accelerator": accelerator_name(plan.device),
         }
 
     def _parent_tags(self) -> dict[str, str]:
@@ -810,6 +832,46 @@ class MatrixRunner:
             "cells_failed": float(len(self.results) - len(finished)),
         }
         self.tracker.log_metrics(plan.parent_run_id, summary)
+        self._log_board()
+
+    def _log_board(self) -> None:
+        """Sanity flags (``sanity.json``, tag ``medbench.needs_adaptive_evaluation``) and the
+        robustness curves (``robustness_curves.png``/``.svg``) of this run's cells, read back
+        from MLflow as the leaderboard reads them. Never fails the matrix."""
+        import json
+
+        from medbench.leaderboard.curves import plot_robustness_curves
+        from medbench.leaderboard.records import latest_cells, load_records
+        from medbench.sanity import check_cells, primary_metric
+
+        plan = self.plan
+        assert plan.parent_run_id is not None
+        try:
+            cells, _ = load_records(self.tracker.tracking_uri, plan.experiment)
+            mine = latest_cells([c for c in cells if c.parent_run_id == plan.parent_run_id])
+            if not mine:
+                return
+            self.flags = check_cells(mine)
+            flags = [flag.as_dict() for flag in self.flags]
+            self.tracker.log_text(plan.parent_run_id, json.dumps(flags, indent=2), "sanity.json")
+            rows = sorted({f.row for f in self.flags})
+            self.tracker.set_tags(plan.parent_run_id, {"medbench.needs_adaptive_evaluation": ",".join(rows)})
+            with tempfile.TemporaryDirectory() as directory:
+                metric = f"robust_{primary_metric(mine)}"
+                title = f"{plan.spec.name} on {plan.dataset.name}"
+                for path in plot_robustness_curves(
+                    mine, metric, Path(directory) / "robustness_curves.png", title
+                ):
+                    self.tracker.log_artifact(plan.parent_run_id, path)
+        except Exception as error:
+            self.progress.message(f"sanity checks and curves skipped: {_one_line(error)}")
+
+
+def accelerator_name(device: torch.device) -> str:
+    """``NVIDIA H200`` for a CUDA device, else the device type (``cpu``, ``mps``)."""
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    return device.type
 
 
 def _one_line(error: BaseException) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "attack_success_rate",
     "auc_from_logits",
     "classification_metrics",
+    "correct_predictions",
     "label_flip_rate",
     "multilabel_metrics",
     "perturbation_norms",
@@ -106,7 +107,7 @@ def _check_logits(logits: Tensor, labels: Tensor, multilabel: bool) -> None:
         raise ValueError(f"labels must be class indices in [0, {num_classes}), got values outside")
 
 
-def _correct(logits: Tensor, labels: Tensor, multilabel: bool = False) -> Tensor:
+def correct_predictions(logits: Tensor, labels: Tensor, multilabel: bool = False) -> Tensor:
     """Return a bool tensor ``(N,)``: which samples the logits classify correctly.
 
     Single-label: ``argmax(logits) == labels`` (with a single logit column, the prediction is
@@ -138,7 +139,7 @@ def accuracy(logits: Tensor, labels: Tensor, multilabel: bool = False) -> float:
     Returns:
         Accuracy in [0, 1]; NaN for an empty batch.
     """
-    correct = _correct(logits, labels, multilabel)
+    correct = correct_predictions(logits, labels, multilabel)
     return _ratio(int(correct.sum().item()), correct.numel())
 
 
@@ -150,8 +151,8 @@ def _clean_and_adversarial_correct(
             f"clean and adversarial logits differ in shape: "
             f"{tuple(clean_logits.shape)} vs {tuple(adv_logits.shape)}"
         )
-    clean_ok = _correct(clean_logits, labels, multilabel)
-    adv_ok = _correct(adv_logits, labels, multilabel).to(clean_ok.device)
+    clean_ok = correct_predictions(clean_logits, labels, multilabel)
+    adv_ok = correct_predictions(adv_logits, labels, multilabel).to(clean_ok.device)
     return clean_ok, adv_ok
 
 

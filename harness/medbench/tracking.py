@@ -28,8 +28,9 @@ def resolve_tracking_uri(cli_value: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def _quiet_mlflow() -> None:
-    # MLflow's store migrations and emoji run links are noise on a benchmark's stderr
+def quiet_mlflow() -> None:
+    """Keep MLflow's store migrations, emoji run links and download bars off a benchmark's stderr."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -38,7 +39,7 @@ class Tracker:
     """Writes runs, params, tags, metrics and artifacts through ``MlflowClient``."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
-        _quiet_mlflow()
+        quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri

@@ -1,0 +1,1 @@
+"""Leaderboards from MLflow: records (read back), entries (schema), curves, rendering, the board."""

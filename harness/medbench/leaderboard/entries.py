@@ -1,0 +1,242 @@
+"""Leaderboard entries: one per (model, defense) row of a suite, built from its MLflow cells.
+
+The entry is a pydantic model, and ``leaderboards/schema/entry.schema.json`` is generated
+from it (:func:`entry_schema`; a test checks that the checked-in copy is current). Metric
+values are JSON numbers, ``null`` where undefined (NaN).
+
+Definitions:
+
+* **primary metric**: ``accuracy`` (classification), ``auc`` (multi-label) or ``dice``
+  (segmentation); every board ranks by its robust value, higher is better.
+* **headline budget**: per attack, the largest budget it was run at in the suite.
+* **worst case**: the lowest robust primary metric over the row's attacks at their headline
+  budgets (attacks with a budget ball only: ``l2-minimal`` attacks, which always succeed,
+  are left out), and the attack that reached it.
+* **curve area**: per attack, the normalised area under robust metric vs. budget from 0
+  (the clean value) to the largest budget (trapezoids): the mean robust metric over the
+  budget range, in the metric's units. ``curve_area`` is the lowest over attacks.
+* **runtime**: the seconds the row's cells spent attacking and predicting (training is not
+  included: it is cached and shared by suites).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from medbench.leaderboard.curves import panel_name
+from medbench.leaderboard.records import CellRecord, MatrixRecord
+from medbench.sanity import Flag, check_row, primary_metric
+
+Number = float | None
+
+
+def _number(value: float) -> Number:
+    return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
+
+
+class AttackResult(BaseModel):
+    """One cell of the row: an attack at one budget."""
+
+    attack: str
+    threat_model: str = Field(description="linf, l2, l2-minimal, noise or frequency")
+    threat: Literal["direct", "transfer"]
+    surrogate: str | None = Field(None, description="MODEL:DEFENSE the transfer examples were crafted on")
+    budget_name: str
+    budget: float = Field(description="on the [0, 1] intensity scale for eps and sigma")
+    budget_native: str | None = Field(None, description="the budget as given in the data's unit, e.g. 5HU")
+    robust: Number = Field(description="the robust primary metric")
+    metrics: dict[str, Number]
+    seconds: Number
+    run_id: str
+
+
+class WorstCase(BaseModel):
+    """The strongest attack of the row at its headline budget."""
+
+    value: Number
+    attack: str | None
+    budget: float | None
+
+
+class SanityFlag(BaseModel):
+    """A failed sanity check (see :mod:`medbench.sanity`)."""
+
+    check: str
+    message: str
+    cells: list[str]
+
+
+class RunIds(BaseModel):
+    """The MLflow runs behind the entry."""
+
+    parents: list[str]
+    cells: list[str]
+
+
+class LeaderboardEntry(BaseModel):
+    """One row of a suite's leaderboard: a model with a defense, under every attack and budget."""
+
+    schema_version: Literal[1] = 1
+    rank: int = Field(description="1 = best worst-case robust metric")
+    suite: str
+    experiment: str
+    dataset: str
+    dataset_fingerprint: str
+    task: Literal["classification", "segmentation"]
+    model: str
+    defense: str
+    metric: Literal["accuracy", "auc", "dice"] = Field(description="the primary metric; higher is better")
+    threat_models: list[str]
+    budgets: dict[str, list[float]] = Field(description="per attack, its budgets")
+    headline_budgets: dict[str, float] = Field(description="per attack, the largest budget")
+    clean: dict[str, Number] = Field(description="clean metrics (clean_accuracy, clean_auc, clean_dice, ...)")
+    robust_at_headline: dict[str, Number] = Field(description="per attack, the robust metric at its headline")
+    worst_case: WorstCase
+    curve_areas: dict[str, Number]
+    curve_area: Number = Field(description="the lowest of the curve areas")
+    results: list[AttackResult]
+    runtime_seconds: float
+    accelerator: str = Field(description="cpu, or the GPU type")
+    versions: dict[str, str]
+    seed: int
+    n_eval: int
+    run_ids: RunIds
+    sanity: list[SanityFlag]
+    needs_adaptive_evaluation: bool
+
+
+def entry_schema() -> dict[str, object]:
+    """The JSON schema of one entry (``leaderboards/schema/entry.schema.json``)."""
+    schema = LeaderboardEntry.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://medbench.dev/schema/leaderboard-entry-v1.json"
+    return schema
+
+
+def curve_area(points: Sequence[tuple[float, float]]) -> float:
+    """Normalised trapezoid area of ``(budget, value)`` points (budget 0 first); NaN for < 2 points."""
+    finite = sorted((b, v) for b, v in points if not math.isnan(v))
+    if len(finite) < 2 or finite[-1][0] <= finite[0][0]:
+        return math.nan
+    area = sum((b1 - b0) * (v0 + v1) / 2 for (b0, v0), (b1, v1) in pairwise(finite))
+    return area / (finite[-1][0] - finite[0][0])
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _row_entry(
+    row: Sequence[CellRecord], metric: str, suite: str, experiment: str, flags: list[Flag], accelerator: str
+) -> LeaderboardEntry:
+    first = row[0]
+    by_attack: dict[str, list[CellRecord]] = defaultdict(list)
+    for cell in row:
+        by_attack[panel_name(cell)].append(cell)
+    clean_names = sorted({k for c in row for k in c.metrics if k.startswith("clean_")})
+    clean = {name: _number(_mean([c.metric(name) for c in row])) for name in clean_names}
+    headline: dict[str, float] = {}
+    at_headline: dict[str, Number] = {}
+    areas: dict[str, Number] = {}
+    for attack, cells in by_attack.items():
+        top = max(cells, key=lambda c: c.budget)
+        headline[attack] = top.budget
+        at_headline[attack] = _number(top.metric(f"robust_{metric}"))
+        if top.threat_model == "l2-minimal":
+            continue
+        points = [(0.0, first.metric(f"clean_{metric}"))]
+        points += [(c.budget, c.metric(f"robust_{metric}")) for c in cells]
+        areas[attack] = _number(curve_area(points))
+    bounded = {
+        a: v for a, v in at_headline.items() if v is not None and by_attack[a][0].threat_model != "l2-minimal"
+    }
+    worst_attack = min(bounded, key=lambda a: bounded[a]) if bounded else None
+    defined_areas = [v for v in areas.values() if v is not None]
+    return LeaderboardEntry(
+        rank=0,
+        suite=suite,
+        experiment=experiment,
+        dataset=first.dataset,
+        dataset_fingerprint=first.dataset_fingerprint,
+        task="segmentation" if first.task == "segmentation" else "classification",
+        model=first.model,
+        defense=first.defense,
+        metric=metric,  # type: ignore[arg-type]
+        threat_models=sorted({c.threat_model for c in row}),
+        budgets={a: sorted({c.budget for c in cells}) for a, cells in by_attack.items()},
+        headline_budgets=headline,
+        clean=clean,
+        robust_at_headline=at_headline,
+        worst_case=WorstCase(
+            value=bounded[worst_attack] if worst_attack else None,
+            attack=worst_attack,
+            budget=headline[worst_attack] if worst_attack else None,
+        ),
+        curve_areas=areas,
+        curve_area=min(defined_areas) if defined_areas else None,
+        results=[
+            AttackResult(
+                attack=c.attack,
+                threat_model=c.threat_model,
+                threat="transfer" if c.threat == "transfer" else "direct",
+                surrogate=c.surrogate,
+                budget_name=c.budget_name,
+                budget=c.budget,
+                budget_native=c.budget_native,
+                robust=_number(c.metric(f"robust_{metric}")),
+                metrics={k: _number(v) for k, v in sorted(c.metrics.items())},
+                seconds=_number(c.metric("seconds")),
+                run_id=c.run_id,
+            )
+            for c in sorted(row, key=lambda c: (panel_name(c), c.budget))
+        ],
+        runtime_seconds=sum(v for c in row if not math.isnan(v := c.metric("seconds"))),
+        accelerator=accelerator or first.accelerator,
+        versions=first.versions,
+        seed=first.seed,
+        n_eval=min(c.n_eval for c in row),
+        run_ids=RunIds(
+            parents=sorted({c.parent_run_id for c in row if c.parent_run_id}),
+            cells=[c.run_id for c in row],
+        ),
+        sanity=[SanityFlag(check=f.check, message=f.message, cells=list(f.cells)) for f in flags],
+        needs_adaptive_evaluation=bool(flags),
+    )
+
+
+def build_entries(
+    cells: Sequence[CellRecord], matrices: Sequence[MatrixRecord], suite: str, experiment: str
+) -> list[LeaderboardEntry]:
+    """One ranked entry per row (model/defense) of ``cells`` (the newest finished cells).
+
+    Ranked by the worst-case robust primary metric (higher first), ties by clean metric;
+    rows without a worst case come last.
+    """
+    if not cells:
+        return []
+    metric = primary_metric(cells)
+    rows: dict[str, list[CellRecord]] = defaultdict(list)
+    for cell in cells:
+        rows[cell.row].append(cell)
+    accelerators = {m.run_id: m.accelerator for m in matrices}
+    entries = []
+    for row in rows.values():
+        accelerator = accelerators.get(row[0].parent_run_id, "")
+        entries.append(_row_entry(row, metric, suite, experiment, check_row(row, metric), accelerator))
+
+    def order(entry: LeaderboardEntry) -> tuple[float, float]:
+        worst = entry.worst_case.value
+        clean = entry.clean.get(f"clean_{metric}")
+        return (-(worst if worst is not None else -math.inf), -(clean if clean is not None else -math.inf))
+
+    entries.sort(key=order)
+    for rank, entry in enumerate(entries, start=1):
+        entry.rank = rank
+    return entries

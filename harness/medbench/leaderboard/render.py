@@ -1,0 +1,282 @@
+"""Rendering leaderboard entries: a rich table, markdown, CSV, JSON and one self-contained HTML page.
+
+Rows are model + defense, ranked by the worst-case robust primary metric. Columns: the clean
+primary (and secondary) metric, the robust primary metric of every attack at its headline
+budget, the worst case over attacks (and the secondary metric's worst case), the area under
+the robustness curve, the runtime, and the sanity flags.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from medbench.budgets import format_budget
+from medbench.leaderboard.entries import LeaderboardEntry
+
+FORMATS = ("table", "markdown", "html", "csv", "json")
+
+NEEDS_ADAPTIVE = "needs adaptive evaluation"
+
+SECONDARY = {"accuracy": ("auc", True), "auc": ("accuracy", True), "dice": ("hd95", False)}
+"""Per primary metric, the secondary metric shown beside it and whether higher is better."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the board: its header and how to read its value from an entry."""
+
+    header: str
+    key: str
+
+
+def _attack_columns(entries: Sequence[LeaderboardEntry]) -> list[tuple[str, float]]:
+    """(attack, headline budget) of every attack on the board, in first-seen order."""
+    seen: dict[str, float] = {}
+    for entry in entries:
+        for attack, budget in entry.headline_budgets.items():
+            seen.setdefault(attack, budget)
+    return list(seen.items())
+
+
+def _budget_text(entry: LeaderboardEntry, attack: str, budget: float) -> str:
+    native = next(
+        (r.budget_native for r in entry.results if r.attack == attack.split(" ")[0] and r.budget == budget),
+        None,
+    )
+    return native or format_budget(budget)
+
+
+def _secondary_worst(entry: LeaderboardEntry) -> float | None:
+    name, higher = SECONDARY[entry.metric]
+    values = [
+        v
+        for r in entry.results
+        if r.threat_model != "l2-minimal"
+        and entry.headline_budgets.get(r.attack if r.threat == "direct" else f"{r.attack} (transfer)")
+        == r.budget
+        and (v := r.metrics.get(f"robust_{name}")) is not None
+    ]
+    if not values:
+        return None
+    return min(values) if higher else max(values)
+
+
+def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[list[str | float | None]]]:
+    """The header and the cells of the board (numbers stay numbers; None where undefined)."""
+    if not entries:
+        return [], []
+    metric = entries[0].metric
+    secondary, _ = SECONDARY[metric]
+    attacks = _attack_columns(entries)
+    header = ["rank", "model", "defense", f"clean {metric}", f"clean {secondary}"]
+    header += [f"{attack} @{_budget_text(entries[0], attack, budget)}" for attack, budget in attacks]
+    header += [f"worst-case {metric}", "worst attack", f"worst-case {secondary}", "curve area", "runtime (s)"]
+    header += ["flags"]
+    rows: list[list[str | float | None]] = []
+    for entry in entries:
+        row: list[str | float | None] = [
+            entry.rank,
+            entry.model,
+            entry.defense,
+            entry.clean.get(f"clean_{metric}"),
+            entry.clean.get(f"clean_{secondary}"),
+        ]
+        row += [entry.robust_at_headline.get(attack) for attack, _ in attacks]
+        row += [
+            entry.worst_case.value,
+            entry.worst_case.attack or "",
+            _secondary_worst(entry),
+            entry.curve_area,
+            round(entry.runtime_seconds, 2),
+            f"{NEEDS_ADAPTIVE}: " + ", ".join(sorted({f.check for f in entry.sanity}))
+            if entry.needs_adaptive_evaluation
+            else "",
+        ]
+        rows.append(row)
+    return header, rows
+
+
+def _text(value: str | float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def rich_table(entries: Sequence[LeaderboardEntry], title: str) -> Table:
+    """The board as a rich table for the terminal."""
+    header, rows = board_rows(entries)
+    table = Table(title=title)
+    for name in header:
+        table.add_column(
+            name, justify="left" if name in ("model", "defense", "worst attack", "flags") else "right"
+        )
+    for row in rows:
+        table.add_row(
+            *(
+                ("[yellow]" + _text(v) + "[/]") if i == len(row) - 1 and v else _text(v)
+                for i, v in enumerate(row)
+            )
+        )
+    return table
+
+
+def markdown(entries: Sequence[LeaderboardEntry], title: str) -> str:
+    """The board as a GitHub-flavoured markdown table, with the flags listed below it."""
+    header, rows = board_rows(entries)
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
+    lines.append(
+        "|"
+        + "|".join("---" if h in ("model", "defense", "worst attack", "flags") else "---:" for h in header)
+        + "|"
+    )
+    lines += ["| " + " | ".join(_text(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    flags = [(e, f) for e in entries for f in e.sanity]
+    if flags:
+        lines += ["", f"Sanity flags (rows marked *{NEEDS_ADAPTIVE}*):", ""]
+        lines += [
+            f"- **{e.model}/{e.defense}** `{f.check}`: {f.message} ({'; '.join(f.cells)})" for e, f in flags
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(entries: Sequence[LeaderboardEntry]) -> str:
+    """The board as CSV (numbers unformatted; empty where undefined)."""
+    header, rows = board_rows(entries)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def json_text(entries: Sequence[LeaderboardEntry]) -> str:
+    """The entries as a JSON list (the schema of ``leaderboards/schema/entry.schema.json``)."""
+    return json.dumps([e.model_dump(mode="json") for e in entries], indent=2) + "\n"
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1d2430;max-width:1500px}
+h1{font-size:1.5rem;margin-bottom:.2rem}.meta{color:#5b6575;margin-bottom:1.2rem}
+table{border-collapse:collapse;font-size:.9rem;margin:1rem 0}
+th,td{padding:.35rem .6rem;border-bottom:1px solid #e3e6ea;text-align:right;white-space:nowrap}
+th{background:#f4f6f8;cursor:pointer;user-select:none;position:sticky;top:0;white-space:normal;
+vertical-align:bottom}.scroll{overflow-x:auto}
+th.text,td.text{text-align:left}th[aria-sort=ascending]::after{content:" ▲"}
+th[aria-sort=descending]::after{content:" ▼"}tr:hover td{background:#f9fafb}
+td.flag{color:#a15c00;white-space:normal;text-align:left}
+.flags li{margin:.25rem 0}code{background:#f4f6f8;padding:0 .25rem;border-radius:3px}
+details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}
+figure{display:inline-block;margin:.5rem;vertical-align:top}figcaption{font-size:.8rem;color:#5b6575}
+img.grid{max-width:460px;border:1px solid #e3e6ea}img.curves{max-width:100%}
+"""
+
+_SCRIPT = """
+document.querySelectorAll("table.board th").forEach((th, column) => th.addEventListener("click", () => {
+  const table = th.closest("table"), body = table.tBodies[0];
+  const ascending = th.getAttribute("aria-sort") !== "ascending";
+  table.querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
+  th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  const key = row => { const cell = row.cells[column]; const v = cell.dataset.value;
+    return v === undefined || v === "" ? cell.textContent : parseFloat(v); };
+  const rows = Array.from(body.rows).sort((a, b) => {
+    const x = key(a), y = key(b);
+    const numbers = typeof x === "number" && typeof y === "number";
+    const order = numbers ? x - y : String(x).localeCompare(String(y));
+    return ascending ? order : -order; });
+  rows.forEach(row => body.appendChild(row));
+}));
+"""
+
+
+def html_page(
+    entries: Sequence[LeaderboardEntry],
+    title: str,
+    curves_png: Path | None = None,
+    examples: dict[str, list[tuple[str, Path]]] | None = None,
+) -> str:
+    """One self-contained HTML page: the sortable board, the flags, the curves and the example grids.
+
+    Args:
+        entries: The ranked entries.
+        title: The page's heading.
+        curves_png: The robustness curves, embedded as an image.
+        examples: Per row (``model/defense``), (cell label, ``examples.png``) pairs to embed.
+    """
+    header, rows = board_rows(entries)
+    esc = html.escape
+    text_columns = {"model", "defense", "worst attack", "flags"}
+    head = "".join(f'<th class="{"text" if h in text_columns else ""}">{esc(h)}</th>' for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for name, value in zip(header, row, strict=True):
+            number = isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+            data = f' data-value="{value}"' if number else ""
+            css = "flag" if name == "flags" else ("text" if name in text_columns else "")
+            cells.append(f'<td class="{css}"{data}>{esc(_text(value))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    first = entries[0] if entries else None
+    meta = ""
+    if first is not None:
+        versions = ", ".join(f"{k} {v}" for k, v in first.versions.items())
+        fingerprint = esc(first.dataset_fingerprint)
+        meta = (
+            f"dataset <code>{esc(first.dataset)}</code> (fingerprint <code>{fingerprint}</code>), "
+            f"{first.n_eval} test samples, seed {first.seed}, on {esc(first.accelerator or 'unknown')}; "
+            f"ranked by worst-case robust {esc(first.metric)} at each attack's largest budget; "
+            f"{esc(versions)}"
+        )
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1><div class=meta>{meta}</div>",
+        f"<table class=board><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
+    ]
+    flagged = [(e, f) for e in entries for f in e.sanity]
+    if flagged:
+        parts.append(
+            f"<h2>Sanity flags</h2><p>Rows with a flag {NEEDS_ADAPTIVE}: their robust numbers are "
+            "upper bounds that a stronger or adapted attack may lower.</p><ul class=flags>"
+        )
+        parts += [
+            f"<li><b>{esc(e.model)}/{esc(e.defense)}</b> <code>{esc(f.check)}</code>: {esc(f.message)} "
+            f"<small>({esc('; '.join(f.cells))})</small></li>"
+            for e, f in flagged
+        ]
+        parts.append("</ul>")
+    if curves_png is not None and curves_png.is_file():
+        parts.append(
+            "<h2>Robustness curves</h2>"
+            f'<img class=curves alt="robustness curves" src="{_data_uri(curves_png)}">'
+        )
+    if examples:
+        parts.append(
+            "<h2>Examples</h2><p>Clean, adversarial and amplified perturbation of the first test "
+            "samples of every cell (segmentation: also the masks).</p>"
+        )
+        for row_name, grids in examples.items():
+            figures = "".join(
+                f'<figure><img class=grid loading=lazy alt="{esc(label)}" src="{_data_uri(path)}">'
+                f"<figcaption>{esc(label)}</figcaption></figure>"
+                for label, path in grids
+                if path.is_file()
+            )
+            parts.append(f"<details><summary>{esc(row_name)}</summary>{figures}</details>")
+    parts.append(f"<script>{_SCRIPT}</script></body></html>")
+    return "\n".join(parts) + "\n"
