@@ -20,9 +20,12 @@ def parse_budget(text: str | float | int) -> float:
     :class:`UsageError` for anything that is not a finite, non-negative number.
     """
     if isinstance(text, bool):
-        raise UsageError(f"malformed budget {text!r}: expected a number such as 8/255 or 0.03")
+        raise UsageError(f"malformed budget {shown(text)}: expected a number such as 8/255 or 0.03")
     if isinstance(text, (int, float)):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:  # an integer beyond the float range (10**400)
+            value = math.inf
     else:
         raw = str(text).strip()
         try:
@@ -30,17 +33,27 @@ def parse_budget(text: str | float | int) -> float:
                 numerator, denominator = (part.strip() for part in raw.split("/", 1))
                 den = float(denominator)
                 if den == 0:
-                    raise UsageError(f"malformed budget {raw!r}: division by zero")
+                    raise UsageError(f"malformed budget {shown(raw)}: division by zero")
                 value = float(numerator) / den
             else:
                 value = float(raw)
+        except OverflowError:
+            value = math.inf
         except ValueError:
-            raise UsageError(f"malformed budget {raw!r}: expected a number such as 8/255 or 0.03") from None
+            raise UsageError(
+                f"malformed budget {shown(raw)}: expected a number such as 8/255 or 0.03"
+            ) from None
     if not math.isfinite(value):
-        raise UsageError(f"malformed budget {text!r}: must be finite")
+        raise UsageError(f"malformed budget {shown(text)}: must be finite")
     if value < 0:
-        raise UsageError(f"malformed budget {text!r}: must be >= 0")
-    return value
+        raise UsageError(f"malformed budget {shown(text)}: must be >= 0")
+    return value + 0.0  # -0.0 becomes 0.0
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, shortened to about ``limit`` characters for a one-line error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ Budget = float | UnitBudget
 """A parsed budget: on the [0, 1] scale, or in a unit awaiting the dataset's window."""
 
 _WITH_UNIT = re.compile(r"^(?P<number>[0-9.eE+-]*[0-9.])\s*(?P<unit>[A-Za-z][A-Za-z0-9]*)$")
+_EXPONENT = re.compile(r"[eE][0-9]+")
+"""A "unit" that is the exponent of a plain number (``1e3``), not a unit."""
 
 
 def parse_budget_or_unit(text: str | float | int) -> Budget:
@@ -71,7 +86,7 @@ def parse_budget_or_unit(text: str | float | int) -> Budget:
     """
     if isinstance(text, str):
         match = _WITH_UNIT.match(text.strip())
-        if match is not None:
+        if match is not None and not _EXPONENT.fullmatch(match["unit"]):
             return UnitBudget(parse_budget(match["number"]), match["unit"])
     return parse_budget(text)
 
@@ -80,15 +95,24 @@ def parse_budget_list(items: str | float | int | Iterable[str | float | int]) ->
     """Parse a comma-separated list (or a sequence of such lists) of budgets, keeping order.
 
     Entries are numbers, fractions or unit budgets (``2/255,8/255``; ``5HU,10HU``).
+
+    Raises:
+        UsageError: For anything but a number, a string or a list or tuple of them, and for
+            any entry :func:`parse_budget_or_unit` refuses.
     """
     if isinstance(items, (str, int, float)):
         items = [items]
+    elif not isinstance(items, (list, tuple)):
+        # None, a date, a mapping or bytes from YAML: not a list of budgets
+        raise UsageError(
+            f"malformed budget list {shown(items)}: expected a number such as 8/255 or a list of them"
+        )
     values: list[Budget] = []
     for item in items:
         parts = str(item).split(",") if isinstance(item, str) else [item]
         for part in parts:
             if isinstance(part, str) and not part.strip():
-                raise UsageError(f"malformed budget list {item!r}: empty entry")
+                raise UsageError(f"malformed budget list {shown(item)}: empty entry")
             values.append(parse_budget_or_unit(part))
     if not values:
         raise UsageError("empty budget list")
@@ -126,6 +150,8 @@ def format_budget(value: float) -> str:
     """Format a budget readably: ``8/255`` when it is one, else a short decimal."""
     for denominator in _FORMAT_DENOMINATORS:
         numerator = value * denominator
+        if not math.isfinite(numerator):  # 1e308 * 255 overflows
+            break
         if value > 0 and abs(numerator - round(numerator)) < 1e-6 and round(numerator) != 0:
             fraction = Fraction(round(numerator), denominator)
             if fraction.denominator == 1:

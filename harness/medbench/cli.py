@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medbench import __version__
@@ -118,6 +119,11 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 @click.option(
     "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 )
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Run every cell again, also those already FINISHED in the store (default: resume, skipping them).",
+)
 @click.option("--no-cache", is_flag=True, help="Retrain defended models instead of loading cached weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every cell to stdout.")
 @click.option("--strict-plugins", is_flag=True, help="Fail when any plugin fails to load.")
@@ -187,7 +193,7 @@ def run(ctx: click.Context, **options: Any) -> None:
     tracker = Tracker(resolve_tracking_uri(options["tracking_uri"]), plan.experiment)
     cache = ModelCache(enabled=not options["no_cache"])
     progress = RichProgress(console)
-    runner = MatrixRunner(plan, host, tracker, progress, cache)
+    runner = MatrixRunner(plan, host, tracker, progress, cache, rerun=options["rerun"])
     with progress:
         results = runner.run()
     assert plan.parent_run_id is not None
@@ -198,7 +204,9 @@ def run(ctx: click.Context, **options: Any) -> None:
     else:
         Console().print(results_table(results, f"medbench {plan.spec.name} on {plan.dataset.name}"))
     for flag in runner.flags:
-        console.print(f"[yellow]{flag.row}: needs adaptive evaluation ({flag.check})[/]: {flag.message}")
+        console.print(
+            f"[yellow]{escape(flag.row)}: needs adaptive evaluation ({flag.check})[/]: {escape(flag.message)}"
+        )
     console.print(
         f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id} "
         f"({tracker.tracking_uri}); `medbench ui` to browse"

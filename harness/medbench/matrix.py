@@ -9,6 +9,8 @@ MLflow run. A failure inside a cell marks that cell FAILED and the matrix goes o
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 import time
 import traceback
@@ -510,20 +512,52 @@ class MatrixRunner:
         tracker: Tracker,
         progress: ProgressSink,
         cache: ModelCache,
+        rerun: bool = False,
     ) -> None:
         self.plan = plan
         self.host = host
         self.tracker = tracker
         self.progress = progress
         self.cache = cache
+        self.rerun = rerun
+        """Run every cell, also those already FINISHED in the store (``--rerun``)."""
         self.results: list[CellResult] = []
+        self.reused: list[CellResult] = []
+        """Cells found FINISHED in the store under the same ``medbench.cell_key`` (not run again)."""
         self.flags: list[Flag] = []
         """Sanity flags of the finished matrix (:mod:`medbench.sanity`)."""
         self._lpips: Any = None
         self._surrogate_estimator: Any = None
 
+    def _resume(self) -> list[Cell]:
+        """Close runs a killed process left RUNNING; return the cells still to run.
+
+        Cells whose key has a FINISHED run in the experiment are taken from the store
+        (unless ``rerun``), so that an interrupted matrix continues where it stopped.
+        """
+        closed = self.tracker.close_abandoned_runs(socket.gethostname(), _process_alive)
+        if closed:
+            self.progress.message(f"marked {closed} run(s) FAILED that a killed medbench run left RUNNING")
+        cells = self.plan.cells
+        if self.rerun:
+            return list(cells)
+        finished = self.tracker.finished_cells(c.key for c in cells)
+        for cell in cells:
+            run = finished.get(cell.key)
+            if run is not None:
+                cell.run_id = run.info.run_id
+                self.reused.append(CellResult(cell, "FINISHED", dict(run.data.metrics)))
+        if self.reused:
+            self.progress.message(
+                f"{len(self.reused)} of {len(cells)} cells already FINISHED in the store: "
+                "kept (--rerun runs them again)"
+            )
+        done = {id(r.cell) for r in self.reused}
+        return [c for c in cells if id(c) not in done]
+
     def run(self) -> list[CellResult]:
         plan = self.plan
+        todo = self._resume()
         plan.parent_run_id = self.tracker.start_run(
             name=f"{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             params=self._parent_params(),
@@ -532,15 +566,21 @@ class MatrixRunner:
         status = "FAILED"
         try:
             self._hooks("before_matrix", matrix=plan)
-            self.progress.start_matrix(len(plan.cells))
-            batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
-            self._surrogate_estimator = self._build_surrogate()
+            self.progress.start_matrix(len(todo))
+            batches: list[Batch] = []
+            if todo:
+                batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
+                self._surrogate_estimator = self._build_surrogate()
             for model_name in plan.models:
+                if not any(c.model == model_name for c in todo):
+                    continue
                 builder = self._builder(model_name, plan.models[model_name], plan.spec.seed)
                 evaluator = self._evaluator(model_name)
                 for defense_name, chain in plan.defenses.items():
-                    group = [c for c in plan.cells if c.model == model_name and c.defense == defense_name]
-                    self._run_group(builder, evaluator, chain, group, batches)
+                    group = [c for c in todo if c.model == model_name and c.defense == defense_name]
+                    if group:
+                        self._run_group(builder, evaluator, chain, group, batches)
+            self.results = sorted(self.reused + self.results, key=lambda r: r.cell.index)
             self._hooks("after_matrix", matrix=plan, results=self.results)
             self._log_summary()
             status = "FINISHED" if all(r.status == "FINISHED" for r in self.results) else "FAILED"
@@ -800,6 +840,8 @@ class MatrixRunner:
             "medbench.dataset_fingerprint": plan.bundle.fingerprint,
             "medbench.plugins": ",".join(f"{n}=={v}" for n, v in sorted(plan.plugin_versions.items())),
             "medbench.accelerator": accelerator_name(plan.device),
+            "medbench.host": socket.gethostname(),
+            "medbench.pid": str(os.getpid()),
         }
 
     def _parent_tags(self) -> dict[str, str]:
@@ -848,7 +890,8 @@ class MatrixRunner:
         assert plan.parent_run_id is not None
         try:
             cells, _ = load_records(self.tracker.tracking_uri, plan.experiment)
-            mine = latest_cells([c for c in cells if c.parent_run_id == plan.parent_run_id])
+            run_ids = {r.cell.run_id for r in self.results}
+            mine = latest_cells([c for c in cells if c.run_id in run_ids])
             if not mine:
                 return
             self.flags = check_cells(mine)
@@ -865,6 +908,16 @@ class MatrixRunner:
                     self.tracker.log_artifact(plan.parent_run_id, path)
         except Exception as error:
             self.progress.message(f"sanity checks and curves skipped: {_one_line(error)}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def accelerator_name(device: torch.device) -> str:

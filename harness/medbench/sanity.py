@@ -117,14 +117,21 @@ def _stronger_than(
     metric: str,
     tol: float,
     describe: str,
+    same_norm: bool = True,
 ) -> list[Flag]:
-    """Flag every ``weak`` cell that beats all of the ``strong_candidates`` at its budget."""
+    """Flag every ``weak`` cell that beats all of the ``strong_candidates`` at its budget
+    (those of its own threat model unless ``same_norm`` is False)."""
     flags = []
     by_budget: dict[float, list[CellRecord]] = defaultdict(list)
     for cell in strong_candidates:
         by_budget[_budget_key(cell)].append(cell)
     for cell in weak:
-        rivals = [c for c in by_budget.get(_budget_key(cell), []) if not math.isnan(_robust(c, metric))]
+        rivals = [
+            c
+            for c in by_budget.get(_budget_key(cell), [])
+            if not math.isnan(_robust(c, metric))
+            and (same_norm is False or c.threat_model == cell.threat_model)
+        ]
         if not rivals:
             continue
         best = min(rivals, key=lambda c: _robust(c, metric))
@@ -204,6 +211,7 @@ def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:
         metric,
         tol,
         "random noise",
+        same_norm=False,
     )
     black_box = [c for c in row if c.threat == "transfer" or c.attack in BLACK_BOX_ATTACKS]
     flags += _stronger_than("black-box-stronger", black_box, white_box, metric, tol, "black box")

@@ -8,13 +8,14 @@ and ``--set kind.name.key=value`` on the command line. Unknown keys are a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from medbench.budgets import parse_budget
+from medbench.budgets import parse_budget, shown
 from medbench.errors import UsageError, unknown_name_message
 
 
@@ -24,6 +25,9 @@ class NoSettings:
 
 
 SettingsT = TypeVar("SettingsT")
+
+MAX_INTEGER = 2**63 - 1
+"""The largest integer setting: what fits the 64-bit integers of torch and numpy."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -46,12 +50,13 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
         raise UsageError(errors[0] if errors else f"{owner}: bad value {value!r} for {key!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise UsageError(f"{owner}: {key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+            choices = ", ".join(map(repr, args))
+            raise UsageError(f"{owner}: {key} must be one of {choices}, got {shown(value)}")
         return value
     if origin in (tuple, list):
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise UsageError(f"{owner}: {key} expects a list, got {value!r}")
+            raise UsageError(f"{owner}: {key} expects a list, got {shown(value)}")
         item_type = args[0] if args else Any
         coerced = [_coerce(owner, key, item_type, item) for item in items]
         return tuple(coerced) if origin is tuple else coerced
@@ -62,15 +67,7 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
             return value.strip().lower() in _TRUE
         raise UsageError(f"{owner}: {key} expects true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool):
-            raise UsageError(f"{owner}: {key} expects an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{owner}: {key} expects an integer, got {value!r}") from None
-        if not as_float.is_integer():
-            raise UsageError(f"{owner}: {key} expects an integer, got {value!r}")
-        return int(as_float)
+        return _integer(owner, key, value)
     if annotation is float:
         try:
             return parse_budget(value) if isinstance(value, str) else _finite_float(value)
@@ -79,18 +76,45 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
             try:
                 return _finite_float(value)
             except (TypeError, ValueError):
-                raise UsageError(f"{owner}: {key} expects a number, got {value!r}") from None
+                raise UsageError(f"{owner}: {key} expects a number, got {shown(value)}") from None
     if annotation is str:
         if isinstance(value, (dict, list)):
-            raise UsageError(f"{owner}: {key} expects a string, got {value!r}")
+            raise UsageError(f"{owner}: {key} expects a string, got {shown(value)}")
         return str(value)
     return value
+
+
+def _integer(owner: str, key: str, value: Any) -> int:
+    """An integer setting: an int, or a number or string with an integral value (``"20"``,
+    ``"1e3"``), within the 64-bit range that torch and numpy take."""
+    if isinstance(value, bool):
+        raise UsageError(f"{owner}: {key} expects an integer, got {value!r}")
+    result: int | None = value if isinstance(value, int) else None
+    if result is None and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            result = int(value.strip())
+    if result is None:
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"{owner}: {key} expects an integer, got {shown(value)}") from None
+        if not as_float.is_integer():
+            raise UsageError(f"{owner}: {key} expects an integer, got {shown(value)}")
+        result = int(as_float)
+    if not -MAX_INTEGER <= result <= MAX_INTEGER:
+        raise UsageError(
+            f"{owner}: {key} must be between {-MAX_INTEGER} and {MAX_INTEGER}, got {shown(value)}"
+        )
+    return result
 
 
 def _finite_float(value: Any) -> float:
     if isinstance(value, bool):
         raise TypeError("bool is not a number")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an integer beyond the float range (10**400)
+        raise ValueError("not finite") from None
     if result != result or result in (float("inf"), float("-inf")):
         raise ValueError("not finite")
     return result

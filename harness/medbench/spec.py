@@ -26,7 +26,10 @@ suite needs them)::
       model: {}
       dataset: {phantom2d: {image_size: 64}}
 
-Unknown keys are an error with a did-you-mean. YAML is always loaded with ``safe_load``.
+Unknown keys are an error with a did-you-mean. YAML is always loaded with ``safe_load``, and
+refused when it is larger than :data:`MAX_SPEC_BYTES`, empty, nested deeper than Python's
+recursion allows or, with its aliases expanded, more than :data:`MAX_SPEC_NODES` values (a
+"billion laughs" alias bomb is a few hundred bytes).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from medbench.budgets import Budget, parse_budget_list
+from medbench.budgets import Budget, parse_budget_list, shown
 from medbench.errors import UsageError, unknown_name_message
 from medbench.settings import build_settings
 
@@ -49,6 +52,10 @@ DEFAULT_SUITE = "smoke"
 SUITES_ENV = "MEDBENCH_SUITES_PATH"
 PLUGIN_KINDS = ("attack", "defense", "model", "dataset")
 MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_NODES = 100_000
+"""The most values (scalars, lists, mappings) a spec may hold once its YAML aliases are expanded."""
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch takes 64-bit seeds, and the surrogate and crops use ``seed + 1``."""
 
 
 @dataclass(frozen=True)
@@ -138,15 +145,17 @@ def _require_list_of_names(key: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = split_outside_brackets(value, ",")
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise UsageError(f"spec key {key!r} must be a non-empty list of names, got {value!r}")
+        raise UsageError(f"spec key {key!r} must be a non-empty list of names, got {shown(value)}")
     return value
 
 
-def _require_int(key: str, value: Any, minimum: int) -> int:
+def _require_int(key: str, value: Any, minimum: int, maximum: int = MAX_SEED) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"spec key {key!r} must be an integer, got {value!r}")
+        raise UsageError(f"spec key {key!r} must be an integer, got {shown(value)}")
     if value < minimum:
-        raise UsageError(f"spec key {key!r} must be >= {minimum}, got {value}")
+        raise UsageError(f"spec key {key!r} must be >= {minimum}, got {shown(value)}")
+    if value > maximum:
+        raise UsageError(f"spec key {key!r} must be <= {maximum}, got {shown(value)}")
     return value
 
 
@@ -186,7 +195,7 @@ def spec_from_mapping(data: Any, source: str) -> RunSpec:
                 setattr(spec, key, _require_list_of_names(key, value))
             elif key in {"name", "description", "dataset"}:
                 if not isinstance(value, str) or (key != "description" and not value):
-                    raise UsageError(f"spec key {key!r} must be a non-empty string, got {value!r}")
+                    raise UsageError(f"spec key {key!r} must be a non-empty string, got {shown(value)}")
                 setattr(spec, key, value)
             elif key == "weights":
                 spec.weights = None if value is None else str(value)
@@ -206,7 +215,9 @@ def spec_from_mapping(data: Any, source: str) -> RunSpec:
                 spec.eot_samples = _require_int(key, value, 1)
             elif key == "surrogate":
                 if value is not None and (not isinstance(value, str) or not value):
-                    raise UsageError(f"spec key 'surrogate' must be MODEL or MODEL:DEFENSE, got {value!r}")
+                    raise UsageError(
+                        f"spec key 'surrogate' must be MODEL or MODEL:DEFENSE, got {shown(value)}"
+                    )
                 spec.surrogate = value
             elif key == "training":
                 if not isinstance(value, Mapping):
@@ -227,11 +238,64 @@ def load_spec_file(path: Path) -> RunSpec:
         raise UsageError(f"spec file {path} is larger than {MAX_SPEC_BYTES} bytes")
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = _safe_load_bounded(text, path)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"{path}: not valid YAML ({first_line})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not valid YAML (nested too deeply)") from None
+    if data is None:
+        raise UsageError(f"{path}: the spec is empty; expected a YAML mapping of spec keys")
     return spec_from_mapping(data, str(path))
+
+
+def _safe_load_bounded(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses a document of more than :data:`MAX_SPEC_NODES` values
+    once its aliases are expanded (or one that contains itself), before constructing it.
+
+    ``safe_load`` shares aliased values instead of copying them, so loading an alias bomb is
+    cheap; everything that walks the result (validation, error messages, MLflow params) is not.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node, path: Path) -> None:
+    """Raise :class:`UsageError` when the node graph, aliases expanded, exceeds :data:`MAX_SPEC_NODES`."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        if children_done:
+            active.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(child)] for child in children), MAX_SPEC_NODES + 1)
+            if sizes[key] > MAX_SPEC_NODES:
+                raise UsageError(
+                    f"{path}: the spec holds more than {MAX_SPEC_NODES} values once its YAML aliases "
+                    "are expanded; refusing it"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise UsageError(f"{path}: the spec contains itself through a YAML alias; refusing it")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
 
 
 # --------------------------------------------------------------------------- suites
@@ -314,6 +378,8 @@ def with_overrides(spec: RunSpec, overrides: Mapping[str, Any]) -> RunSpec:
     for key in ("dataset", "weights", "n_eval", "seed", "eval_batch_size", "eot_samples", "surrogate"):
         if overrides.get(key) is not None:
             setattr(result, key, overrides[key])
+    if overrides.get("seed") is not None and not 0 <= overrides["seed"] <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {shown(overrides['seed'])}")
     if overrides.get("data_dir") is not None:
         result.data_dir = Path(overrides["data_dir"])
     for key in ("models", "defenses", "attacks"):

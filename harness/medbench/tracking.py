@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,44 @@ class Tracker:
             path = Path(directory) / file_name
             path.write_text(text, encoding="utf-8")
             self.log_artifact(run_id, path)
+
+    def finished_cells(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The newest FINISHED cell run of each of these ``medbench.cell_key`` values, by key."""
+        wanted = set(keys)
+        found: dict[str, Any] = {}
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string="tags.`medbench.role` = 'cell' and attributes.status = 'FINISHED'",
+            max_results=50000,
+            order_by=["attributes.start_time ASC"],
+        )
+        for run in runs:
+            key = run.data.tags.get("medbench.cell_key")
+            if key in wanted:
+                found[key] = run
+        return found
+
+    def close_abandoned_runs(self, host: str, is_alive: Callable[[int], bool]) -> int:
+        """Mark FAILED the RUNNING runs that a process of this host left behind when it died.
+
+        Runs carry the writing process in the tags ``medbench.host`` and ``medbench.pid``;
+        a run of a live process (a concurrent ``medbench run``) or of another host is left alone.
+
+        Returns:
+            How many runs were closed.
+        """
+        closed = 0
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=50000
+        )
+        for run in runs:
+            tags = run.data.tags
+            pid = tags.get("medbench.pid", "")
+            if tags.get("medbench.host") != host or not pid.isdigit() or is_alive(int(pid)):
+                continue
+            self.fail(run.info.run_id, f"abandoned: process {pid} on {host} ended while the run was RUNNING")
+            closed += 1
+        return closed
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run with ``FINISHED``, ``FAILED`` or ``KILLED``."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from medbench.budgets import format_budget
@@ -123,12 +124,10 @@ def rich_table(entries: Sequence[LeaderboardEntry], title: str) -> Table:
             name, justify="left" if name in ("model", "defense", "worst attack", "flags") else "right"
         )
     for row in rows:
-        table.add_row(
-            *(
-                ("[yellow]" + _text(v) + "[/]") if i == len(row) - 1 and v else _text(v)
-                for i, v in enumerate(row)
-            )
-        )
+        cells = [escape(_text(v)) for v in row]
+        if row[-1]:
+            cells[-1] = f"[yellow]{cells[-1]}[/]"
+        table.add_row(*cells)
     return table
 
 
