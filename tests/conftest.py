@@ -15,6 +15,7 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MEDBENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.delenv("MEDBENCH_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("MEDBENCH_PLUGINS_ALLOW", raising=False)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 

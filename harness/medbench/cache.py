@@ -2,7 +2,9 @@
 
 A second ``medbench run`` with the same dataset, model, defense, settings, training
 settings and seed loads the weights instead of training again. Entries are written
-atomically (temporary file, then rename) and read with ``torch.load(weights_only=True)``.
+atomically (temporary file, then rename), their SHA-256 is recorded in the JSON file beside
+them and checked before reuse (a mismatch, a truncated or a foreign file is a cache miss:
+the model is trained again), and they are read with ``torch.load(weights_only=True)``.
 ``MEDBENCH_CACHE_DIR`` sets the folder (default ``~/.cache/medbench``).
 """
 
@@ -46,9 +48,16 @@ class ModelCache:
         return self.root / f"{key}.pt"
 
     def load(self, key: str) -> dict[str, dict[str, torch.Tensor]] | None:
-        """The cached state dicts for ``key``, or None (also for an unreadable entry)."""
+        """The cached state dicts for ``key``, or None (also for an unreadable or altered entry)."""
         path = self.path(key)
         if not self.enabled or not path.is_file():
+            return None
+        try:
+            recorded = json.loads((self.root / f"{key}.json").read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        # entries written before hashes were recorded carry none; all newer ones are checked
+        if recorded is not None and recorded != file_sha256(path):
             return None
         try:
             states = torch.load(path, map_location="cpu", weights_only=True)
@@ -68,9 +77,32 @@ class ModelCache:
         os.close(descriptor)
         try:
             torch.save(cpu_states, temp_name)
+            digest = file_sha256(Path(temp_name))
+            _write_atomically(
+                self.root / f"{key}.json",
+                json.dumps({**meta, "sha256": digest}, indent=2, sort_keys=True, default=str),
+            )
             os.replace(temp_name, self.path(key))
         finally:
             if os.path.exists(temp_name):
                 os.unlink(temp_name)
-        meta_path = self.root / f"{key}.json"
-        meta_path.write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str), encoding="utf-8")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)

@@ -7,6 +7,7 @@ Exit codes: 0 every cell finished; 1 some cells failed (the others ran and were 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ from medbench.leaderboard.render import FORMATS
 from medbench.plugins import PluginHost, load_plugins
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE = 0, 1, 2
+DEBUG_ENV = "MEDBENCH_DEBUG"
+"""Set to 1 to see the traceback of an internal error instead of its one-line summary."""
 LIST_KINDS = ("attacks", "defenses", "datasets", "models", "metrics", "suites")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -120,6 +123,11 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 )
 @click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Deterministic GPU kernels (cuDNN, cuBLAS): identical repeated runs, somewhat slower.",
+)
+@click.option(
     "--rerun",
     is_flag=True,
     help="Run every cell again, also those already FINISHED in the store (default: resume, skipping them).",
@@ -131,7 +139,7 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 def run(ctx: click.Context, **options: Any) -> None:
     """Run a benchmark matrix and log every cell to MLflow."""
     from medbench.cache import ModelCache
-    from medbench.device import resolve_device
+    from medbench.device import make_deterministic, resolve_device
     from medbench.matrix import MatrixRunner, plan_matrix
     from medbench.progress import RichProgress
     from medbench.report import results_document, results_table
@@ -173,6 +181,8 @@ def run(ctx: click.Context, **options: Any) -> None:
     budget_overrides = dict(parse_budget_override(text) for text in options["budgets"])
     assignments = [parse_assignment(text) for text in options["assignments"]]
     device = resolve_device(options["device"])
+    if options["deterministic"]:
+        make_deterministic()
     plan = plan_matrix(
         spec,
         host,
@@ -393,4 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     except MedbenchError as error:
         click.echo(f"medbench: error: {error}", err=True)
         raise SystemExit(EXIT_USAGE if isinstance(error, UsageError) else EXIT_CELLS_FAILED) from None
+    except Exception as error:  # a bug or an environment failure: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        first = (str(error).strip().splitlines() or [""])[0]
+        click.echo(
+            f"medbench: internal error: {type(error).__name__}: {first} "
+            f"(set {DEBUG_ENV}=1 for the traceback)",
+            err=True,
+        )
+        raise SystemExit(EXIT_CELLS_FAILED) from None
     raise SystemExit(code if isinstance(code, int) else EXIT_OK)

@@ -10,6 +10,9 @@ Environment variables (like pytest's):
 * ``MEDBENCH_DISABLE_PLUGIN_AUTOLOAD=1``: load only the built-in plugins (those shipped in
   the ``medbench`` distribution); third-party entry points are listed as ``disabled``.
 * ``MEDBENCH_DISABLE_PLUGINS=name,...``: skip these entry points (built-in or not).
+* ``MEDBENCH_PLUGINS_ALLOW=name,...``: load only these entry points (built-in or not), for
+  shared servers where not every installed package should run inside medbench; the others
+  are listed as ``disabled`` and never imported.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 BUILTIN_DISTRIBUTION = "medbench"
 ENV_DISABLE_AUTOLOAD = "MEDBENCH_DISABLE_PLUGIN_AUTOLOAD"
 ENV_DISABLE_PLUGINS = "MEDBENCH_DISABLE_PLUGINS"
+ENV_ALLOW_PLUGINS = "MEDBENCH_PLUGINS_ALLOW"
 
 _REGISTRATION_HOOKS = {
     "register_attacks": "attacks",
@@ -75,6 +79,8 @@ class PluginHost:
     Args:
         autoload: Load third-party entry points; default from ``MEDBENCH_DISABLE_PLUGIN_AUTOLOAD``.
         disabled: Entry-point names to skip; default from ``MEDBENCH_DISABLE_PLUGINS``.
+        allowed: If given, the only entry-point names to load; default from
+            ``MEDBENCH_PLUGINS_ALLOW`` (unset or empty: no restriction).
         strict: Raise :class:`PluginLoadError` when any plugin fails to load.
         entry_point_source: Returns the entry points to consider (tests inject their own).
     """
@@ -84,11 +90,13 @@ class PluginHost:
         *,
         autoload: bool | None = None,
         disabled: Iterable[str] | None = None,
+        allowed: Iterable[str] | None = None,
         strict: bool = False,
         entry_point_source: Callable[[], Iterable[EntryPoint]] | None = None,
     ) -> None:
         self.autoload = (not _env_flag(ENV_DISABLE_AUTOLOAD)) if autoload is None else autoload
         self.disabled = set(disabled) if disabled is not None else _env_list(ENV_DISABLE_PLUGINS)
+        self.allowed = set(allowed) if allowed is not None else (_env_list(ENV_ALLOW_PLUGINS) or None)
         self.strict = strict
         self._entry_point_source = entry_point_source or (lambda: entry_points(group=ENTRY_POINT_GROUP))
         self.manager = pluggy.PluginManager(PROJECT_NAME)
@@ -136,6 +144,9 @@ class PluginHost:
         self.infos.append(info)
         if entry_point.name in self.disabled:
             info.status, info.error = "disabled", f"disabled by {ENV_DISABLE_PLUGINS}"
+            return
+        if self.allowed is not None and entry_point.name not in self.allowed:
+            info.status, info.error = "disabled", f"not in {ENV_ALLOW_PLUGINS}"
             return
         if not self.autoload and not info.builtin:
             info.status, info.error = "disabled", f"third-party autoload off ({ENV_DISABLE_AUTOLOAD})"

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first runs are not serialised
+    fcntl = None  # type: ignore[assignment]
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,22 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<database>.lock`` beside a local SQLite store; nothing for other stores."""
+    if not tracking_uri.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Writes runs, params, tags, metrics and artifacts through ``MlflowClient``."""
 
@@ -43,14 +65,17 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is None:
-            self.experiment_id = self.client.create_experiment(experiment)
-        else:
-            if existing.lifecycle_stage == "deleted":
-                self.client.restore_experiment(existing.experiment_id)
-            self.experiment_id = existing.experiment_id
+        # creating (migrating) a SQLite store and its experiment is not safe for two processes
+        # at once: the second one's migration fails. Serialise that part with a file lock.
+        with store_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is None:
+                self.experiment_id = self.client.create_experiment(experiment)
+            else:
+                if existing.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(existing.experiment_id)
+                self.experiment_id = existing.experiment_id
         self.experiment = experiment
 
     def start_run(

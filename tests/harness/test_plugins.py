@@ -130,6 +130,26 @@ def test_disable_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "smallcnn" not in host.registries.models
 
 
+def test_allow_list_loads_only_the_named_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_module(tmp_path, "stranger_plugin", "raise SystemExit('a stranger ran code at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_points = [
+        EntryPoint("art", "medbench_art", "medbench"),
+        EntryPoint("data", "medbench_data", "medbench"),
+        EntryPoint("stranger", "stranger_plugin", "medbench"),
+    ]
+    monkeypatch.setenv("MEDBENCH_PLUGINS_ALLOW", "art, data")
+    host = PluginHost(entry_point_source=lambda: entry_points).load()
+    status = {info.name: (info.status, info.error) for info in host.infos}
+    assert status["stranger"] == ("disabled", "not in MEDBENCH_PLUGINS_ALLOW"), "never imported"
+    assert status["art"][0] == status["data"][0] == "loaded"
+    assert "pgd" in host.registries.attacks and "phantom2d" in host.registries.datasets
+    host.check()
+    monkeypatch.setenv("MEDBENCH_PLUGINS_ALLOW", "")
+    unrestricted = PluginHost(entry_point_source=lambda: entry_points[:2]).load()
+    assert all(info.status == "loaded" for info in unrestricted.infos), "empty: no restriction"
+
+
 def _run_cli(args: list[str], site: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200", **env}
     return subprocess.run(

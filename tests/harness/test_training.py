@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,13 @@ def test_cache_round_trip_and_corrupt_entries(tmp_path: Path) -> None:
     other.load_state_dicts(states)
     for a, b in zip(defended.model.state_dict().values(), other.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    meta = json.loads((tmp_path / "models" / f"{key}.json").read_text())
+    assert (
+        meta["note"] == "test" and meta["sha256"] == hashlib.sha256(cache.path(key).read_bytes()).hexdigest()
+    )
+    altered = _defended(seed=2)
+    torch.save({name: dict(sd) for name, sd in altered.state_dicts().items()}, cache.path(key))
+    assert cache.load(key) is None, "a readable file whose hash differs from the recorded one is not reused"
     cache.path(key).write_bytes(b"truncated")
     assert cache.load(key) is None, "an unreadable entry is a miss, not a crash"
     assert not list(tmp_path.rglob("*.tmp")), "no temporary file is left behind"
