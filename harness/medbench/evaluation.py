@@ -111,6 +111,51 @@ class TaskEvaluator(ABC):
         """Save the cell's example grid as PNG."""
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def craft_splitting_on_oom(
+    evaluator: TaskEvaluator,
+    attack: Attack,
+    estimator: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    budget: float,
+    seed: int,
+    on_split: Callable[[int], None] | None = None,
+) -> AttackResult:
+    """:meth:`TaskEvaluator.craft`, retried on halves of the batch when the device runs out of memory.
+
+    The halves are attacked one after the other (recursively, down to single samples), with
+    their own seeds, so random starts differ from an unsplit run; the budget and the range
+    are unaffected. ``on_split(size)`` is told the size of each batch that had to be split.
+    """
+    try:
+        return evaluator.craft(attack, estimator, x, y, budget, seed)
+    except Exception as error:
+        if not _out_of_memory(error) or len(x) < 2:
+            raise
+    if x.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if on_split is not None:
+        on_split(len(x))
+    half = len(x) // 2
+    parts = [
+        craft_splitting_on_oom(evaluator, attack, estimator, x[:half], y[:half], budget, seed, on_split),
+        craft_splitting_on_oom(
+            evaluator, attack, estimator, x[half:], y[half:], budget, seed + 7919, on_split
+        ),
+    ]
+    totals: dict[str, float] = {}
+    for part in parts:
+        for name, value in part.totals.items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return AttackResult(torch.cat([part.x_adv for part in parts]), totals)
+
+
 class ClassificationEvaluator(TaskEvaluator):
     """Accuracy, attack success, AUC, perturbation size and SSIM on logits."""
 

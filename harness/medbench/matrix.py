@@ -9,6 +9,7 @@ MLflow run. A failure inside a cell marks that cell FAILED and the matrix goes o
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
@@ -42,6 +43,7 @@ from medbench.evaluation import (
     CleanOutputs,
     SegmentationEvaluator,
     TaskEvaluator,
+    craft_splitting_on_oom,
     eval_batches,
 )
 from medbench.gradient_checks import group_checks
@@ -730,7 +732,16 @@ class MatrixRunner:
             totals: dict[str, float] = {}
             for number, (x, y) in enumerate(batches):
                 source = estimator if self._surrogate_estimator is None else self._surrogate_estimator
-                crafted = evaluator.craft(attack, source, x, y, cell.budget, seed + number * 1009)
+                crafted = craft_splitting_on_oom(
+                    evaluator,
+                    attack,
+                    source,
+                    x,
+                    y,
+                    cell.budget,
+                    seed + number * 1009,
+                    on_split=functools.partial(self._report_split, cell.label),
+                )
                 for name, value in crafted.totals.items():
                     totals[name] = totals.get(name, 0.0) + float(value)
                 x_adv = crafted.x_adv
@@ -771,6 +782,9 @@ class MatrixRunner:
             self.tracker.fail(cell.run_id, _one_line(error), traceback.format_exc())
             result = CellResult(cell, "FAILED", error=_one_line(error))
         self._record(result)
+
+    def _report_split(self, label: str, size: int) -> None:
+        self.progress.message(f"{label}: out of device memory on a batch of {size}; attacking it in halves")
 
     def _plugin_metrics(
         self,
