@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -458,6 +458,37 @@ class Attack(Plugin, ABC):
             Adversarial inputs of the same shape and device, inside the budget and [0, 1];
             or an :class:`AttackResult` holding them and counts to log (queries).
         """
+
+    def generate_budgets(
+        self,
+        estimator: BaseEstimator,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        budgets: Sequence[float],
+        *,
+        seeds: Sequence[int],
+    ) -> list[torch.Tensor | AttackResult]:
+        """Craft adversarial examples of one batch for several budgets at once.
+
+        The harness calls this when a defended model is attacked at several budgets of one
+        attack. The default calls :meth:`generate` once per budget; an attack whose budgets
+        share work overrides it (FGSM computes its gradient once for every ε). Each element
+        must be what :meth:`generate` returns for that budget and seed.
+
+        Args:
+            estimator: As for :meth:`generate`.
+            x: As for :meth:`generate`.
+            y: As for :meth:`generate`.
+            budgets: The budget values.
+            seeds: One seed per budget (each cell has its own).
+
+        Returns:
+            One result per budget, in the order of ``budgets``.
+        """
+        return [
+            self.generate(estimator, x, y, budget, seed=seed)
+            for budget, seed in zip(budgets, seeds, strict=True)
+        ]
 
 
 @dataclass

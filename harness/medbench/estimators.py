@@ -129,6 +129,29 @@ def frozen_parameters(defended: DefendedModel) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
+def art_labels(estimator: Any, y: torch.Tensor) -> torch.Tensor:
+    """Labels as ART's attacks hand them to ``loss_gradient``: class indices become one-hot
+    float rows; multi-hot and dense (segmentation) labels pass unchanged."""
+    if y.dim() == 1 and hasattr(estimator, "nb_classes"):
+        return nn.functional.one_hot(y.long(), max(int(estimator.nb_classes), 2)).float()
+    return y
+
+
+def input_gradient(estimator: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The estimator's loss gradient with respect to ``x`` (ART's ``loss_gradient``), on ``x``'s device.
+
+    Stays in torch when every preprocessing step of the estimator is framework-native (the
+    model's normalisation and the differentiable defences); otherwise it goes through ART's
+    NumPy path once, as ART's own attacks do.
+    """
+    labels = art_labels(estimator, y)
+    if getattr(estimator, "all_framework_preprocessing", True):
+        grad = estimator.loss_gradient(x, labels)
+        return torch.as_tensor(grad, device=x.device)
+    grad_np = estimator.loss_gradient(x.detach().cpu().numpy(), labels.detach().cpu().numpy())
+    return torch.from_numpy(np.asarray(grad_np)).to(x.device)
+
+
 def predict_logits(estimator: Any, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of the estimator's model for [0, 1] input ``x``, on ``x``'s device, without gradients.
 

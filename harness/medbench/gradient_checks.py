@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from medbench.estimators import predict_logits
+from medbench.estimators import input_gradient, predict_logits
 
 GROUP_CHECK_METRICS: tuple[str, ...] = (
     "sanity_zero_gradients",
@@ -41,13 +41,6 @@ UNBOUNDED_STEPS = 50
 UNBOUNDED_STEP = 0.02
 
 
-def _art_labels(estimator: Any, y: torch.Tensor) -> torch.Tensor:
-    """Class indices as the one-hot float rows ART's attacks hand to ``loss_gradient``."""
-    if y.dim() == 1 and hasattr(estimator, "nb_classes"):
-        return torch.nn.functional.one_hot(y.long(), max(int(estimator.nb_classes), 2)).float()
-    return y
-
-
 def gradient_statistics(estimator: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Shares of samples whose loss gradient with respect to the input is all zero, or non-finite.
 
@@ -56,7 +49,7 @@ def gradient_statistics(estimator: Any, x: torch.Tensor, y: torch.Tensor) -> dic
         x: Inputs in [0, 1].
         y: Their labels.
     """
-    grad = torch.as_tensor(estimator.loss_gradient(x, _art_labels(estimator, y))).reshape(len(x), -1).float()
+    grad = input_gradient(estimator, x, y).reshape(len(x), -1).float()
     nonfinite = ~torch.isfinite(grad).all(dim=1)
     zero = (torch.nan_to_num(grad, nan=1.0) == 0).all(dim=1)
     count = max(len(x), 1)
@@ -77,14 +70,13 @@ def unbounded_accuracy(estimator: Any, x: torch.Tensor, y: torch.Tensor, multila
     """
     from medbench.metrics import correct_predictions
 
-    labels = _art_labels(estimator, y)
     x_adv = x.detach().clone()
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(UNBOUNDED_STEPS + 1):
         done |= ~correct_predictions(predict_logits(estimator, x_adv), y, multilabel).to(x.device)
         if bool(done.all()):
             break
-        grad = torch.as_tensor(estimator.loss_gradient(x_adv, labels), device=x.device)
+        grad = input_gradient(estimator, x_adv, y)
         step = UNBOUNDED_STEP * grad.sign() * (~done).view(-1, *([1] * (x.dim() - 1)))
         x_adv = (x_adv + step).clamp(0.0, 1.0)
     return float((~done).float().mean()) if len(x) else float("nan")

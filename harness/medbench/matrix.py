@@ -23,7 +23,17 @@ from typing import Any, Protocol
 import torch
 
 from medbench import __version__
-from medbench.api import Attack, CellOutputs, Dataset, DatasetBundle, DefendedModel, Defense, Metric, Model
+from medbench.api import (
+    Attack,
+    AttackResult,
+    CellOutputs,
+    Dataset,
+    DatasetBundle,
+    DefendedModel,
+    Defense,
+    Metric,
+    Model,
+)
 from medbench.budgets import Budget, UnitBudget, format_budget, to_intensity_scale
 from medbench.cache import ModelCache, stable_hash
 from medbench.defending import (
@@ -43,6 +53,7 @@ from medbench.evaluation import (
     CleanOutputs,
     SegmentationEvaluator,
     TaskEvaluator,
+    as_attack_result,
     craft_splitting_on_oom,
     eval_batches,
 )
@@ -674,8 +685,48 @@ class MatrixRunner:
         with frozen_parameters(defended), tempfile.TemporaryDirectory() as directory:
             checks = self._group_checks(estimator, batches[0], cells[0])
             visuals = self._defense_images(chain, defended, batches[0][0], Path(directory))
+            shared = self._shared_budgets(evaluator, estimator, cells, batches)
             for cell in cells:
-                self._run_cell(cell, evaluator, estimator, batches, clean, visuals, checks)
+                self._run_cell(
+                    cell, evaluator, estimator, batches, clean, visuals, checks, shared.get(id(cell))
+                )
+
+    def _shared_budgets(
+        self, evaluator: TaskEvaluator, estimator: Any, cells: list[Cell], batches: list[Batch]
+    ) -> dict[int, tuple[list[AttackResult], float]]:
+        """Adversarial batches of the attacks that share work across budgets (FGSM's one gradient).
+
+        For every attack that overrides :meth:`~medbench.api.Attack.generate_budgets` and runs
+        at several budgets here, its batches are crafted for all budgets at once, before the
+        cells. Returns, per cell (by ``id``), its batches and its share of the crafting time.
+        An attack whose shared crafting fails is left to its cells, which then fail (or not)
+        one by one.
+        """
+        if not isinstance(evaluator, ClassificationEvaluator):
+            return {}
+        result: dict[int, tuple[list[AttackResult], float]] = {}
+        source = estimator if self._surrogate_estimator is None else self._surrogate_estimator
+        for name, attack in self.plan.attacks.items():
+            mine = [c for c in cells if c.attack == name]
+            if len(mine) < 2 or type(attack).generate_budgets is Attack.generate_budgets:
+                continue
+            started = time.perf_counter()
+            per_cell: list[list[AttackResult]] = [[] for _ in mine]
+            try:
+                for number, (x, y) in enumerate(batches):
+                    seeds = [cell_seed(self.plan, c) + number * 1009 for c in mine]
+                    crafted = attack.generate_budgets(source, x, y, [c.budget for c in mine], seeds=seeds)
+                    for results, item in zip(per_cell, crafted, strict=True):
+                        results.append(as_attack_result(item))
+            except Exception as error:
+                self.progress.message(f"{name}: crafting all budgets at once failed ({_one_line(error)})")
+                continue
+            if self.plan.device.type == "cuda":
+                torch.cuda.synchronize(self.plan.device)
+            share = (time.perf_counter() - started) / len(mine)
+            for cell, results in zip(mine, per_cell, strict=True):
+                result[id(cell)] = (results, share)
+        return result
 
     def _group_checks(self, estimator: Any, batch: Batch, cell: Cell) -> dict[str, float]:
         """:func:`~medbench.gradient_checks.group_checks` of one defended model; never fails a cell."""
@@ -717,6 +768,7 @@ class MatrixRunner:
         clean: CleanOutputs,
         defense_images: list[Path],
         checks: dict[str, float],
+        shared: tuple[list[AttackResult], float] | None = None,
     ) -> None:
         plan = self.plan
         attack = plan.attacks[cell.attack]
@@ -732,15 +784,19 @@ class MatrixRunner:
             totals: dict[str, float] = {}
             for number, (x, y) in enumerate(batches):
                 source = estimator if self._surrogate_estimator is None else self._surrogate_estimator
-                crafted = craft_splitting_on_oom(
-                    evaluator,
-                    attack,
-                    source,
-                    x,
-                    y,
-                    cell.budget,
-                    seed + number * 1009,
-                    on_split=functools.partial(self._report_split, cell.label),
+                crafted = (
+                    shared[0][number]
+                    if shared is not None
+                    else craft_splitting_on_oom(
+                        evaluator,
+                        attack,
+                        source,
+                        x,
+                        y,
+                        cell.budget,
+                        seed + number * 1009,
+                        on_split=functools.partial(self._report_split, cell.label),
+                    )
                 )
                 for name, value in crafted.totals.items():
                     totals[name] = totals.get(name, 0.0) + float(value)
@@ -754,7 +810,7 @@ class MatrixRunner:
                 self.progress.advance_cell()
             if plan.device.type == "cuda":
                 torch.cuda.synchronize(plan.device)
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started + (shared[1] if shared is not None else 0.0)
             metrics = evaluator.metrics(batches, adversarial, clean, attacked)
             metrics["seconds"] = seconds
             samples = sum(len(x) for x, _ in batches)

@@ -55,6 +55,28 @@ def test_fgsm_equals_the_hand_computed_step() -> None:
     assert torch.allclose(adversarial, expected, atol=1e-6)
 
 
+def test_fgsm_equals_art_fast_gradient_method_for_every_budget_from_one_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from art.attacks.evasion import FastGradientMethod
+
+    estimator, x, y = _batch()
+    budgets = [1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.3]
+    calls = []
+    original = estimator.loss_gradient
+    monkeypatch.setattr(estimator, "loss_gradient", lambda *a, **k: calls.append(1) or original(*a, **k))
+    shared = FGSM().generate_budgets(estimator, x, y, budgets, seeds=[0] * len(budgets))
+    assert len(calls) == 1, "one gradient for all budgets"
+    monkeypatch.setattr(estimator, "loss_gradient", original)
+    for budget, x_adv in zip(budgets, shared, strict=True):
+        assert isinstance(x_adv, torch.Tensor)
+        alone = FGSM().generate(estimator, x, y, budget, seed=0)
+        assert torch.equal(x_adv, alone), "the shared gradient gives bit-identical examples"
+        art = FastGradientMethod(estimator, norm=np.inf, eps=budget, eps_step=budget, batch_size=len(x))
+        reference = torch.from_numpy(art.generate(x.numpy(), y.numpy()))
+        assert torch.allclose(x_adv, reference, atol=1e-6), "equals ART's FastGradientMethod"
+
+
 def test_bim_matches_the_torch_native_pgd_without_random_start() -> None:
     estimator, x, y = _batch()
     eps = 8 / 255
