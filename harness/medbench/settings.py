@@ -47,7 +47,7 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
                 return _coerce(owner, key, arg, value)
             except UsageError as error:
                 errors.append(str(error))
-        raise UsageError(errors[0] if errors else f"{owner}: bad value {value!r} for {key!r}")
+        raise UsageError(errors[0] if errors else f"{owner}: bad value {shown(value)} for {key!r}")
     if origin is typing.Literal:
         if value not in args:
             choices = ", ".join(map(repr, args))
@@ -65,7 +65,7 @@ def _coerce(owner: str, key: str, annotation: Any, value: Any) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise UsageError(f"{owner}: {key} expects true or false, got {value!r}")
+        raise UsageError(f"{owner}: {key} expects true or false, got {shown(value)}")
     if annotation is int:
         return _integer(owner, key, value)
     if annotation is float:
@@ -129,7 +129,9 @@ def build_settings(settings_cls: type[SettingsT], overrides: Mapping[str, Any], 
         owner: Shown in error messages, e.g. ``"attack 'pgd'"``.
 
     Raises:
-        UsageError: On an unknown key or a value of the wrong type.
+        UsageError: On an unknown key, a value of the wrong type, or values the dataclass's
+            ``validate()`` refuses (with ``ValueError``, or by tripping over them with a
+            ``TypeError`` or ``ArithmeticError``).
     """
     if not dataclasses.is_dataclass(settings_cls):
         raise TypeError(f"{owner}: Settings must be a dataclass")
@@ -137,17 +139,19 @@ def build_settings(settings_cls: type[SettingsT], overrides: Mapping[str, Any], 
     fields = {field.name: field for field in dataclasses.fields(settings_cls)}
     values: dict[str, Any] = {}
     for key, value in overrides.items():
-        normalised = key.replace("-", "_")
+        normalised = str(key).replace("-", "_")
         if normalised not in fields:
-            raise UsageError(f"{owner}: {unknown_name_message('setting', key, fields)}")
+            raise UsageError(f"{owner}: {unknown_name_message('setting', str(key), fields)}")
         values[normalised] = _coerce(owner, normalised, hints[normalised], value)
-    instance = settings_cls(**values)
-    validate = getattr(instance, "validate", None)
-    if callable(validate):
-        try:
+    try:
+        instance = settings_cls(**values)
+        validate = getattr(instance, "validate", None)
+        if callable(validate):
             validate()
-        except ValueError as error:
-            raise UsageError(f"{owner}: {error}") from None
+    except ValueError as error:
+        raise UsageError(f"{owner}: {error}") from None
+    except (TypeError, ArithmeticError) as error:  # a validate() that trips over a value (x % 0)
+        raise UsageError(f"{owner}: invalid settings ({type(error).__name__}: {error})") from None
     return instance
 
 

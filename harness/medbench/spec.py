@@ -197,10 +197,15 @@ def spec_from_mapping(data: Any, source: str) -> RunSpec:
                 if not isinstance(value, str) or (key != "description" and not value):
                     raise UsageError(f"spec key {key!r} must be a non-empty string, got {shown(value)}")
                 setattr(spec, key, value)
-            elif key == "weights":
-                spec.weights = None if value is None else str(value)
-            elif key == "data_dir":
-                spec.data_dir = None if value is None else Path(str(value))
+            elif key in {"weights", "data_dir"}:
+                if value is not None and (not isinstance(value, str) or not value.strip()):
+                    raise UsageError(
+                        f"spec key {key!r} must be a path (a non-empty string) or null, got {shown(value)}"
+                    )
+                if key == "weights":
+                    spec.weights = value
+                else:
+                    spec.data_dir = None if value is None else Path(value)
             elif key == "budgets":
                 if not isinstance(value, Mapping):
                     raise UsageError("spec key 'budgets' must map a budget or attack name to a list")

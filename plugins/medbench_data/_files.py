@@ -168,7 +168,7 @@ def files_digest(paths: Sequence[Path], root: Path, owner: str, listed_in: Path 
     for path in paths:
         try:
             stat = path.stat()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the listed path
             missing.append(path)
             continue
         if missing:
@@ -270,7 +270,7 @@ def read_image(path: Path, owner: str) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return to_grayscale_array(image)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise UsageError(f"{owner}: cannot decode image {path}: {error}") from None
 
 

@@ -33,6 +33,14 @@ from medbench_data.chexpert import OBSERVATIONS
 
 ENTRY_FILES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
 FINDING_NAMES = {name: name for name in OBSERVATIONS} | {"Effusion": "Pleural Effusion"}
+RELEASE_FINDINGS = frozenset(
+    {
+        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+        "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+        "Hernia", "No Finding",
+    }
+)  # fmt: skip
+"""The fourteen findings of the release and ``No Finding``: any other value is an error."""
 LAYOUT = (
     "DATA_DIR/Data_Entry_2017.csv (columns Image Index, Finding Labels like Atelectasis|Effusion or "
     "No Finding, Patient ID), DATA_DIR/train_val_list.txt, DATA_DIR/test_list.txt and the PNG images "
@@ -48,6 +56,23 @@ def finding_targets(findings: str) -> np.ndarray:
         if name is not None:
             targets[OBSERVATIONS.index(name)] = 1.0
     return targets
+
+
+def check_findings(names: list[str], entries: dict[str, dict[str, str]], entry_file: Path) -> None:
+    """Check that the ``Finding Labels`` of these images name only findings of the release.
+
+    Raises:
+        UsageError: On an empty value or an unknown finding (a typo such as ``Efusion`` would
+            otherwise silently count as no finding), naming the file and the image.
+    """
+    for name in names:
+        findings = entries[name]["Finding Labels"]
+        unknown = [f.strip() for f in findings.split("|") if f.strip() not in RELEASE_FINDINGS]
+        if unknown:
+            raise UsageError(
+                f"chestxray14: {entry_file} gives {name} the Finding Labels {findings!r}, with the unknown "
+                f"finding {unknown[0]!r}; known: {', '.join(sorted(RELEASE_FINDINGS))}"
+            )
 
 
 def image_index(data_dir: Path) -> tuple[dict[str, Path], list[Path]]:
@@ -151,6 +176,7 @@ class ChestXray14(Dataset):
                     "add the missing archives or set skip_missing=true"
                 )
             names = [name for name in names if name in index]
+            check_findings(names, entries, entry_file)
             targets = (
                 np.stack([finding_targets(entries[name]["Finding Labels"]) for name in names])
                 if names

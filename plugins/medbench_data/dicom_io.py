@@ -258,6 +258,8 @@ def _value_range(ds: Any, path: Path) -> tuple[float, float]:
         mapped = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
     except Exception as error:
         raise UsageError(f"dicom: bad Modality LUT in {path}: {error}") from None
+    if not np.isfinite(mapped.astype(np.float32)).all():
+        raise UsageError(f"dicom: bad Modality LUT in {path}: it maps the stored range to NaN or infinity")
     return float(mapped.min()), float(mapped.max())
 
 
@@ -266,8 +268,8 @@ def read_dicom(path: Path) -> DicomImage:
 
     Raises:
         UsageError: When the file is not readable DICOM, has no or undecodable pixel data
-            (compressed transfer syntaxes need their pydicom plugins), or holds several
-            frames; the message names the file.
+            (compressed transfer syntaxes need their pydicom plugins), holds several frames,
+            or has a Modality LUT that gives NaN or infinite values; the message names the file.
     """
     apply_modality_lut = _modality_lut()
     ds = _read(path, header_only=False)
@@ -291,8 +293,14 @@ def read_dicom(path: Path) -> DicomImage:
         ) from None
     if values.ndim != 2:
         raise UsageError(f"dicom: {path} has pixels of shape {values.shape}; expected one 2D image")
+    values = values.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise UsageError(
+            f"dicom: {path} has NaN or infinite values through its Modality LUT "
+            "(RescaleSlope, RescaleIntercept)"
+        )
     return DicomImage(
-        values=values.astype(np.float32),
+        values=values,
         path=path,
         modality=str(ds.get("Modality", "") or ""),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2"),

@@ -21,8 +21,12 @@ def to_grayscale_array(image: Image.Image) -> np.ndarray:
     """A PIL image as a float32 array in [0, 1], whatever its mode.
 
     16-bit images (``I;16``, ``I``) are scaled by their type's range, not clipped to 8 bits;
-    alpha is dropped (composited on black would change intensities, so it is ignored);
-    colour is converted with ITU-R 601 luma, as PIL's ``L`` mode does.
+    floating-point images (``F``) are min-max scaled; alpha is dropped (composited on black
+    would change intensities, so it is ignored); colour is converted with ITU-R 601 luma, as
+    PIL's ``L`` mode does.
+
+    Raises:
+        ValueError: When a floating-point image holds NaN or infinite values.
     """
     if image.mode in {"I;16", "I;16B", "I;16L", "I;16N"}:
         return np.asarray(image, dtype=np.float32) / 65535.0
@@ -32,6 +36,8 @@ def to_grayscale_array(image: Image.Image) -> np.ndarray:
         return np.clip(array / maximum, 0.0, 1.0)
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError("the image holds NaN or infinite pixel values")
         span = float(array.max() - array.min())
         return (array - array.min()) / span if span > 0 else np.zeros_like(array)
     if image.mode in {"RGBA", "LA", "PA"}:
@@ -123,7 +129,7 @@ class ImageFolder(Dataset):
                 with Image.open(path) as image:
                     image.load()
                     arrays[position, 0] = _resize(to_grayscale_array(image), settings.image_size)
-            except (UnidentifiedImageError, OSError, ValueError) as error:
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
                 raise UsageError(f"imagefolder: cannot decode image {path}: {error}") from None
         label_array = np.asarray(labels, dtype=np.int64)
         train, val, test = stratified_split(label_array, settings.val_fraction, settings.test_fraction, seed)

@@ -325,6 +325,8 @@ class VolumeStore:
     def _preprocess(self, image_path: Path, label_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         image = _read(image_path, "image")
         label = _read(label_path, "label")
+        if not bool(torch.isfinite(_plain(image)).all()):
+            raise UsageError(f"nifti: image {image_path} holds NaN or infinite values")
         if tuple(image.shape[1:]) != tuple(label.shape[1:]):
             raise UsageError(
                 f"nifti: label {label_path} has shape {tuple(label.shape[1:])} but its image {image_path} "

@@ -25,6 +25,8 @@ GENERATOR_VERSION = 1
 
 CLASS_NAMES = ("no_lesion", "lesion")
 _CHUNK = 256
+MAX_PIXELS = 2**32
+"""The most pixels of all phantoms together (16 GiB of float32): ``n_samples × image_size²``."""
 """Images generated at once: large enough to vectorise, small enough to stay in cache."""
 _N_ORGANS = 3
 _TEXTURE_CELLS = (24, 12, 6)
@@ -90,6 +92,11 @@ class Phantom2D(Dataset):
                 raise ValueError(f"image_size must be between 16 and 224, got {self.image_size}")
             if self.n_samples < 10:
                 raise ValueError(f"n_samples must be at least 10, got {self.n_samples}")
+            if self.n_samples * self.image_size**2 > MAX_PIXELS:
+                raise ValueError(
+                    f"n_samples × image_size² must be at most {MAX_PIXELS} (16 GiB of images), "
+                    f"got {self.n_samples} × {self.image_size}²"
+                )
             validate_fractions(self.val_fraction, self.test_fraction)
             if not 0.0 < self.lesion_contrast <= 1.0:
                 raise ValueError(f"lesion_contrast must be in (0, 1], got {self.lesion_contrast}")

@@ -40,7 +40,8 @@ def read_classes(path: Path) -> dict[str, int]:
     A patient with several boxes has several rows; they must agree.
 
     Raises:
-        UsageError: On a missing column, an unknown class or conflicting rows, naming the file.
+        UsageError: On a missing column, an unknown class, conflicting rows or a patientId that
+            is not a plain file name (``../x``, ``/etc/x``), naming the file.
     """
     rows = read_csv(path, ("patientId", "class"), "rsna-pneumonia", LAYOUT)
     index = {name: position for position, name in enumerate(CLASS_NAMES)}
@@ -49,6 +50,11 @@ def read_classes(path: Path) -> dict[str, int]:
         patient, name = row["patientId"], row["class"]
         if not patient:
             raise UsageError(f"rsna-pneumonia: {path} line {line} has no patientId")
+        if patient in {".", ".."} or any(char in patient for char in "/\\\0"):
+            raise UsageError(
+                f"rsna-pneumonia: {path} line {line}: patientId {patient!r} is not a file name "
+                "(no /, \\ or ..); it names <patientId>.dcm in the image folder"
+            )
         if name not in index:
             raise UsageError(
                 f"rsna-pneumonia: {path} line {line}: unknown class {name!r}; expected one of "
