@@ -33,6 +33,8 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 class _State:
     host: PluginHost | None = None
+    argv: list[str] = []
+    """The arguments after ``medbench`` (the devices executor hands them to its workers)."""
 
 
 _state = _State()
@@ -118,6 +120,17 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     help="Gradient draws averaged against randomised defenses (EOT; default 8).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "devices"]),
+    default="local",
+    show_default=True,
+    help="local: one process on --device; devices: one worker process per --devices entry, "
+    "the defended models dealt out among them.",
+)
+@click.option("--devices", help="Devices of the devices executor, e.g. cuda:0,cuda:1 (or cpu,cpu).")
+@click.option("--shard", hidden=True, help="Worker of the devices executor: I/N.")
+@click.option("--parent-run-id", hidden=True, help="Worker of the devices executor: the parent run.")
 @click.option("--experiment", help="MLflow experiment (default: the suite's name).")
 @click.option(
     "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
@@ -203,7 +216,27 @@ def run(ctx: click.Context, **options: Any) -> None:
     tracker = Tracker(resolve_tracking_uri(options["tracking_uri"]), plan.experiment)
     cache = ModelCache(enabled=not options["no_cache"])
     progress = RichProgress(console)
+    shard = _parse_shard(options["shard"], options["parent_run_id"])
+    if shard is not None:  # a worker of the devices executor
+        plan.parent_run_id = options["parent_run_id"]
+        worker = MatrixRunner(plan, host, tracker, progress, cache, rerun=options["rerun"], shard=shard)
+        with progress:
+            done = worker.run()
+        ctx.exit(EXIT_CELLS_FAILED if any(r.status != "FINISHED" for r in done) else EXIT_OK)
     runner = MatrixRunner(plan, host, tracker, progress, cache, rerun=options["rerun"])
+    if options["executor"] == "devices":
+        from medbench.executors import run_workers
+
+        devices = _parse_devices(options["devices"])
+        run_workers(
+            _state.argv,
+            devices,
+            parent_run_id=runner.start_parent_run(),
+            tracking_uri=tracker.tracking_uri,
+            experiment=plan.experiment,
+            console=console,
+        )
+        runner.rerun = False  # keep what the workers just finished
     with progress:
         results = runner.run()
     assert plan.parent_run_id is not None
@@ -225,6 +258,27 @@ def run(ctx: click.Context, **options: Any) -> None:
     if failed:
         console.print(f"[red]{len(failed)} of {len(results)} cells failed[/]")
         ctx.exit(EXIT_CELLS_FAILED)
+
+
+def _parse_shard(text: str | None, parent_run_id: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count) or not parent_run_id:
+        raise UsageError(f"malformed --shard {text!r}: expected I/N with 0 <= I < N, and --parent-run-id")
+    return int(index), int(count)
+
+
+def _parse_devices(text: str | None) -> list[str]:
+    """``cuda:0,cuda:1`` → checked device names; every device must exist."""
+    from medbench.device import resolve_device
+
+    names = [item.strip() for item in (text or "").split(",") if item.strip()]
+    if not names:
+        raise UsageError("--executor devices needs --devices, e.g. --devices cuda:0,cuda:1")
+    for name in names:
+        resolve_device(name)
+    return names
 
 
 def _list_table(kind: str, host: PluginHost) -> Table:
@@ -390,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         host = load_plugins(check=False)
         _state.host = host
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        _state.argv = arguments[arguments.index("run") + 1 :] if "run" in arguments else arguments
         host.add_commands(cli)
         code = cli.main(args=argv, prog_name="medbench", standalone_mode=False)
     except click.exceptions.Exit as done:

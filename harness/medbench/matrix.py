@@ -526,6 +526,7 @@ class MatrixRunner:
         progress: ProgressSink,
         cache: ModelCache,
         rerun: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.plan = plan
         self.host = host
@@ -534,6 +535,9 @@ class MatrixRunner:
         self.cache = cache
         self.rerun = rerun
         """Run every cell, also those already FINISHED in the store (``--rerun``)."""
+        self.shard = shard
+        """``(i, n)``: a worker of the devices executor, running the defended-model groups
+        ``i, i + n, i + 2n, ...`` under an existing parent run, without the summary."""
         self.results: list[CellResult] = []
         self.reused: list[CellResult] = []
         """Cells found FINISHED in the store under the same ``medbench.cell_key`` (not run again)."""
@@ -568,31 +572,44 @@ class MatrixRunner:
         done = {id(r.cell) for r in self.reused}
         return [c for c in cells if id(c) not in done]
 
-    def run(self) -> list[CellResult]:
+    def start_parent_run(self) -> str:
+        """Create the matrix's parent run (``run`` does it unless the plan already has one)."""
         plan = self.plan
-        todo = self._resume()
         plan.parent_run_id = self.tracker.start_run(
             name=f"{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             params=self._parent_params(),
             tags=self._parent_tags(),
         )
+        return plan.parent_run_id
+
+    def groups(self) -> list[tuple[str, str]]:
+        """The (model, defense) groups in the order the matrix runs them: one defended model each."""
+        return [(model, defense) for model in self.plan.models for defense in self.plan.defenses]
+
+    def _in_shard(self, cell: Cell) -> bool:
+        if self.shard is None:
+            return True
+        index, count = self.shard
+        return self.groups().index((cell.model, cell.defense)) % count == index
+
+    def run(self) -> list[CellResult]:
+        """Run the matrix's cells that the store does not hold yet, then log the summary.
+
+        As a worker (``shard``), only this worker's groups run, under the plan's existing
+        parent run, and the parent run is left open for the coordinating process.
+        """
+        plan = self.plan
+        todo = [c for c in self._resume() if self._in_shard(c)]
+        if plan.parent_run_id is None:
+            self.start_parent_run()
+        assert plan.parent_run_id is not None
+        if self.shard is not None:
+            self._run_cells(todo)
+            return self.results
         status = "FAILED"
         try:
             self._hooks("before_matrix", matrix=plan)
-            self.progress.start_matrix(len(todo))
-            batches: list[Batch] = []
-            if todo:
-                batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
-                self._surrogate_estimator = self._build_surrogate()
-            for model_name in plan.models:
-                if not any(c.model == model_name for c in todo):
-                    continue
-                builder = self._builder(model_name, plan.models[model_name], plan.spec.seed)
-                evaluator = self._evaluator(model_name)
-                for defense_name, chain in plan.defenses.items():
-                    group = [c for c in todo if c.model == model_name and c.defense == defense_name]
-                    if group:
-                        self._run_group(builder, evaluator, chain, group, batches)
+            self._run_cells(todo)
             self.results = sorted(self.reused + self.results, key=lambda r: r.cell.index)
             self._hooks("after_matrix", matrix=plan, results=self.results)
             self._log_summary()
@@ -605,6 +622,23 @@ class MatrixRunner:
         return self.results
 
     # ------------------------------------------------------------------ pieces
+
+    def _run_cells(self, todo: list[Cell]) -> None:
+        plan = self.plan
+        self.progress.start_matrix(len(todo))
+        if not todo:
+            return
+        batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
+        self._surrogate_estimator = self._build_surrogate()
+        for model_name in plan.models:
+            if not any(c.model == model_name for c in todo):
+                continue
+            builder = self._builder(model_name, plan.models[model_name], plan.spec.seed)
+            evaluator = self._evaluator(model_name)
+            for defense_name, chain in plan.defenses.items():
+                group = [c for c in todo if c.model == model_name and c.defense == defense_name]
+                if group:
+                    self._run_group(builder, evaluator, chain, group, batches)
 
     def _evaluator(self, model_name: str, model: Model | None = None) -> TaskEvaluator:
         plan = self.plan
@@ -927,6 +961,7 @@ class MatrixRunner:
             "medbench.role": "cell",
             "medbench.cell_key": cell.key,
             "medbench.threat": cell.threat,
+            **({"medbench.worker": f"{self.shard[0] + 1}/{self.shard[1]}"} if self.shard else {}),
         }
 
     def _log_summary(self) -> None:
