@@ -122,12 +122,13 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--executor",
-    type=click.Choice(["local", "devices"]),
+    type=click.Choice(["local", "devices", "ray"]),
     default="local",
     show_default=True,
     help="local: one process on --device; devices: one worker process per --devices entry, "
-    "the defended models dealt out among them.",
+    "the defended models dealt out among them; ray: one Ray task per defended model.",
 )
+@click.option("--ray-address", help="Ray cluster to join (default: start a local Ray instance).")
 @click.option("--devices", help="Devices of the devices executor, e.g. cuda:0,cuda:1 (or cpu,cpu).")
 @click.option("--shard", hidden=True, help="Worker of the devices executor: I/N.")
 @click.option("--parent-run-id", hidden=True, help="Worker of the devices executor: the parent run.")
@@ -237,6 +238,21 @@ def run(ctx: click.Context, **options: Any) -> None:
             console=console,
         )
         runner.rerun = False  # keep what the workers just finished
+    elif options["executor"] == "ray":
+        from medbench.executors import run_on_ray
+
+        run_on_ray(
+            _state.argv,
+            group_count=len(runner.groups()),
+            parent_run_id=runner.start_parent_run(),
+            tracking_uri=tracker.tracking_uri,
+            experiment=plan.experiment,
+            address=options["ray_address"],
+            gpu=device.type == "cuda",
+            retries=2,
+            console=console,
+        )
+        runner.rerun = False
     with progress:
         results = runner.run()
     assert plan.parent_run_id is not None

@@ -1,4 +1,4 @@
-"""The devices executor: one worker process per device, defended-model groups dealt out.
+"""The devices and Ray executors: worker processes, defended-model groups dealt out.
 
 ``medbench run --executor devices --devices cuda:0,cuda:1`` plans the matrix and opens its
 parent run in the coordinating process, then starts one ``medbench run`` worker per device
@@ -18,10 +18,18 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-WORKER_OPTIONS_DROPPED = ("--executor", "--devices", "--device", "--tracking-uri", "--experiment")
+WORKER_OPTIONS_DROPPED = (
+    "--executor",
+    "--devices",
+    "--ray-address",
+    "--device",
+    "--tracking-uri",
+    "--experiment",
+)
 """Options with a value that the coordinator sets itself for its workers."""
 WORKER_FLAGS_DROPPED = ("--json",)
 
@@ -111,4 +119,96 @@ def run_workers(
                 console.print(
                     f"worker {number} ended with exit code {code}; its cells run here:\n{tail}", markup=False
                 )
+    return codes
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process died (killed, crashed): Ray retries its task."""
+
+
+def _ray_worker(command: list[str]) -> tuple[int, str]:
+    """Run one worker process inside a Ray task; raise on a crash so that Ray retries the task."""
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"}, check=False
+    )
+    tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-5:])
+    if completed.returncode not in (0, 1):  # 1: some cells FAILED, which is a result, not a crash
+        raise WorkerFailed(f"worker exited with code {completed.returncode}: {tail}")
+    return completed.returncode, tail
+
+
+def run_on_ray(
+    argv: Sequence[str],
+    *,
+    group_count: int,
+    parent_run_id: str,
+    tracking_uri: str,
+    experiment: str,
+    address: str | None,
+    gpu: bool,
+    retries: int,
+    console: Console,
+) -> list[int]:
+    """One Ray task per defended-model group, each a worker process; return the exit codes.
+
+    A task asks Ray for one GPU when ``gpu`` (Ray sets ``CUDA_VISIBLE_DEVICES`` for it, and the
+    worker runs on ``cuda``), else one CPU. A task whose worker dies is retried up to
+    ``retries`` times; the retry resumes the group (cells already FINISHED are kept, the
+    interrupted one is closed as FAILED and runs again). Tasks that still fail leave their
+    cells to the coordinator.
+    """
+    try:
+        import ray
+    except ImportError:
+        from medbench.errors import UsageError
+
+        raise UsageError(
+            "--executor ray needs Ray: pip install 'medbench[ray]' (or pip install ray)"
+        ) from None
+    started_here = not ray.is_initialized() and address is None
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    try:
+        return _run_group_tasks(
+            ray, argv, group_count, parent_run_id, tracking_uri, experiment, gpu, retries, console
+        )
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_group_tasks(
+    ray: Any,
+    argv: Sequence[str],
+    group_count: int,
+    parent_run_id: str,
+    tracking_uri: str,
+    experiment: str,
+    gpu: bool,
+    retries: int,
+    console: Console,
+) -> list[int]:
+    task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=retries, retry_exceptions=True)(
+        _ray_worker
+    )
+    device = "cuda" if gpu else "cpu"
+    futures = []
+    for index in range(group_count):
+        arguments = worker_arguments(
+            argv,
+            device=device,
+            shard=(index, group_count),
+            parent_run_id=parent_run_id,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+        )
+        futures.append(task.remote([sys.executable, "-m", "medbench", "run", *arguments]))
+    console.print(f"ray: {group_count} group task(s) on {ray.cluster_resources()}", markup=False)
+    codes = []
+    for index, future in enumerate(futures, start=1):
+        try:
+            code, _ = ray.get(future)
+        except Exception as error:  # retries exhausted: the coordinator runs the group's cells
+            console.print(f"ray task {index} failed after {retries} retries: {error}", markup=False)
+            code = 2
+        codes.append(code)
     return codes

@@ -37,6 +37,8 @@ def resolve_tracking_uri(cli_value: str | None) -> str:
 def quiet_mlflow() -> None:
     """Keep MLflow's store migrations, emoji run links and download bars off a benchmark's stderr."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # "View run ... at: URL" lines on stdout would break `medbench run --json` against a server
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -69,14 +71,30 @@ class Tracker:
         # at once: the second one's migration fails. Serialise that part with a file lock.
         with store_lock(tracking_uri):
             self.client = MlflowClient(tracking_uri=tracking_uri)
-            existing = self.client.get_experiment_by_name(experiment)
-            if existing is None:
-                self.experiment_id = self.client.create_experiment(experiment)
-            else:
-                if existing.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(existing.experiment_id)
-                self.experiment_id = existing.experiment_id
+            self.experiment_id = self._experiment_id(experiment)
         self.experiment = experiment
+
+    def _experiment_id(self, experiment: str) -> str:
+        """The experiment's id, created (or restored) when needed.
+
+        Two processes may create the same new experiment on a tracking server at once; the
+        loser of that race reads the winner's experiment instead of failing.
+        """
+        from mlflow.exceptions import MlflowException
+
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is None:
+            try:
+                return str(self.client.create_experiment(experiment))
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                existing = self.client.get_experiment_by_name(experiment)
+                if existing is None:
+                    raise
+        if existing.lifecycle_stage == "deleted":
+            self.client.restore_experiment(existing.experiment_id)
+        return str(existing.experiment_id)
 
     def start_run(
         self,
