@@ -23,7 +23,7 @@ class FGSM(Attack):
     """One signed-gradient step of size ε: ``clip(x + ε·sign(∇ₓ CE), 0, 1)``."""
 
     name = "fgsm"
-    description = "Fast Gradient Sign Method, one L∞ step of size ε (as ART FastGradientMethod; one gradient for all ε)"
+    description = "Fast Gradient Sign Method, one L∞ step of size ε (ART FastGradientMethod, in torch)"
     threat_model = "linf"
     tasks = ALL_TASKS
     budget_name = "eps"
