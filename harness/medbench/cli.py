@@ -129,6 +129,9 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     "the defended models dealt out among them; ray: one Ray task per defended model.",
 )
 @click.option("--ray-address", help="Ray cluster to join (default: start a local Ray instance).")
+@click.option(
+    "--ray-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray instance (default: all of them)."
+)
 @click.option("--devices", help="Devices of the devices executor, e.g. cuda:0,cuda:1 (or cpu,cpu).")
 @click.option("--shard", hidden=True, help="Worker of the devices executor: I/N.")
 @click.option("--parent-run-id", hidden=True, help="Worker of the devices executor: the parent run.")
@@ -248,6 +251,7 @@ def run(ctx: click.Context, **options: Any) -> None:
             tracking_uri=tracker.tracking_uri,
             experiment=plan.experiment,
             address=options["ray_address"],
+            num_cpus=options["ray_cpus"],
             gpu=device.type == "cuda",
             retries=2,
             console=console,
@@ -473,7 +477,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         raise SystemExit(130) from None
     except MedbenchError as error:
-        click.echo(f"medbench: error: {error}", err=True)
+        # one line, whatever a file is called
+        message = str(error).replace("\r", "\\r").replace("\n", "\\n")
+        click.echo(f"medbench: error: {message}", err=True)
         raise SystemExit(EXIT_USAGE if isinstance(error, UsageError) else EXIT_CELLS_FAILED) from None
     except Exception as error:  # a bug or an environment failure: one line, the traceback on request
         if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):

@@ -26,6 +26,7 @@ WORKER_OPTIONS_DROPPED = (
     "--executor",
     "--devices",
     "--ray-address",
+    "--ray-cpus",
     "--device",
     "--tracking-uri",
     "--experiment",
@@ -148,6 +149,7 @@ def run_on_ray(
     gpu: bool,
     retries: int,
     console: Console,
+    num_cpus: int | None = None,
 ) -> list[int]:
     """One Ray task per defended-model group, each a worker process; return the exit codes.
 
@@ -166,7 +168,13 @@ def run_on_ray(
             "--executor ray needs Ray: pip install 'medbench[ray]' (or pip install ray)"
         ) from None
     started_here = not ray.is_initialized() and address is None
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address=address,
+        num_cpus=num_cpus if address is None else None,
+        ignore_reinit_error=True,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         return _run_group_tasks(
             ray, argv, group_count, parent_run_id, tracking_uri, experiment, gpu, retries, console

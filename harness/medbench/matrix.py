@@ -303,6 +303,13 @@ def plan_matrix(
         attacks[name] = attack
 
     known_budget_names = set(attacks) | {a.budget_name for a in attacks.values()}
+    registered = registries.attacks.names()
+    every_budget_name = set(registered) | {registries.attacks.get(n).budget_name for n in registered}
+    for name in spec.budgets:  # a suite may list budgets of attacks a run leaves out, not unknown ones
+        if name not in every_budget_name:
+            raise UsageError(
+                f"spec budgets: {unknown_name_message('attack or budget name', name, every_budget_name)}"
+            )
     for name in budget_overrides:
         if name not in known_budget_names:
             raise UsageError(
@@ -708,9 +715,10 @@ class MatrixRunner:
                     f"model {cells[0].model!r} with defense {cells[0].defense!r} "
                     "returned NaN or infinite logits on clean input"
                 )
+            self._check_output_shapes(clean, batches, cells[0])
         except (KeyboardInterrupt, UsageError):
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # plugin code calling sys.exit fails its cells only
             message = _one_line(error)
             details = traceback.format_exc()
             for cell in cells:
@@ -821,12 +829,14 @@ class MatrixRunner:
                 crafted = (
                     shared[0][number]
                     if shared is not None
+                    # copies: an attack that perturbs its input in place must not change the
+                    # clean batch that later cells and the metrics read
                     else craft_splitting_on_oom(
                         evaluator,
                         attack,
                         source,
-                        x,
-                        y,
+                        x.clone(),
+                        y.clone(),
                         cell.budget,
                         seed + number * 1009,
                         on_split=functools.partial(self._report_split, cell.label),
@@ -868,10 +878,28 @@ class MatrixRunner:
         except KeyboardInterrupt:
             self.tracker.finish(cell.run_id, "KILLED")
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # plugin code calling sys.exit fails its cell only
             self.tracker.fail(cell.run_id, _one_line(error), traceback.format_exc())
             result = CellResult(cell, "FAILED", error=_one_line(error))
         self._record(result)
+
+    def _check_output_shapes(self, clean: CleanOutputs, batches: list[Batch], cell: Cell) -> None:
+        """Refuse a model whose outputs are not one score per class (a label per voxel for segmentation)."""
+        bundle = self.plan.bundle
+        for outputs, (x, _) in zip(clean.outputs, batches, strict=True):
+            if bundle.task == "classification":
+                expected: tuple[int, ...] = (len(x), bundle.num_classes)
+                shape_ok = tuple(outputs.shape) == expected or (
+                    bundle.num_classes == 2 and not bundle.multilabel and tuple(outputs.shape) == (len(x), 1)
+                )
+            else:  # segmentation predictions are label maps (N, *spatial)
+                expected = (len(x), *x.shape[2:])
+                shape_ok = tuple(outputs.shape) == expected
+            if not shape_ok:
+                raise CellError(
+                    f"model {cell.model!r} with defense {cell.defense!r} returned outputs of shape "
+                    f"{tuple(outputs.shape)}; expected {expected}"
+                )
 
     def _report_split(self, label: str, size: int) -> None:
         self.progress.message(f"{label}: out of device memory on a batch of {size}; attacking it in halves")

@@ -154,7 +154,7 @@ class PluginHost:
         try:
             plugin = entry_point.load()
             self.manager.register(plugin, name=entry_point.name)
-        except Exception as error:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as error:  # a broken plugin must not take the others down
             info.status, info.error = "failed", _describe_error(error)
             return
         info.location = getattr(plugin, "__file__", None)
@@ -182,7 +182,7 @@ class PluginHost:
             except DuplicateNameError as error:
                 self.conflicts.append(str(error))
                 info.status, info.error = "failed", str(error)
-            except Exception as error:
+            except (Exception, SystemExit) as error:
                 info.status, info.error = "failed", f"{hook_name}: {_describe_error(error)}"
             if info.status == "failed":
                 for other in self.registries.all().values():
@@ -217,7 +217,7 @@ class PluginHost:
         for impl in caller.get_hookimpls():
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception as error:
+            except (Exception, SystemExit) as error:
                 problems.append(f"plugin {impl.plugin_name!r} {hook_name}: {_describe_error(error)}")
         return problems
 
