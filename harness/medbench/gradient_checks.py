@@ -34,11 +34,11 @@ non-finite one, accuracy under an unbounded gradient attack, and the chance leve
 compared with (1/K classes; 0 for multi-label data, where an unbounded attack can flip a
 label of every sample). The last two are NaN for segmentation."""
 
-CHECK_SAMPLES = 64
+CHECK_SAMPLES = 32
 """At most this many evaluation samples are checked (the first ones)."""
 
-UNBOUNDED_STEPS = 50
-UNBOUNDED_STEP = 0.02
+UNBOUNDED_STEPS = 20
+UNBOUNDED_STEP = 0.1
 
 
 def gradient_statistics(estimator: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
