@@ -129,7 +129,8 @@ def test_second_run_loads_the_trained_model_from_cache(
     ]
     code, first, err = run_cli(args, capsys)
     assert code == 0 and "trained smallcnn/none" in err
-    code, second, err = run_cli(args, capsys)
+    # --rerun: the cell itself is kept by a plain second run (resume); rerunning it loads the model
+    code, second, err = run_cli([*args, "--rerun"], capsys)
     assert code == 0 and "from cache" in err and "trained smallcnn/none" not in err
     metrics = [json.loads(text)["cells"][0]["metrics"] for text in (first, second)]
     assert metrics[0]["robust_accuracy"] == metrics[1]["robust_accuracy"]

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from medbench.cli import main
-from medbench_art._art_bridge import ARTEvasionAttack
 from medbench_art.fgsm import FGSM
 
 TINY = [
@@ -29,7 +28,7 @@ def test_a_simulated_oom_leads_to_smaller_batches_and_a_finished_cell(
     reference = json.loads(capsys.readouterr().out)["cells"][0]
 
     sizes: list[int] = []
-    original = ARTEvasionAttack.generate
+    original = FGSM.generate
 
     def generate(self: Any, estimator: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         sizes.append(len(x))
