@@ -8,7 +8,9 @@ Definitions:
 
 * **primary metric**: ``accuracy`` (classification), ``auc`` (multi-label) or ``dice``
   (segmentation); every board ranks by its robust value, higher is better.
-* **headline budget**: per attack, the largest budget it was run at in the suite.
+* **headline budget**: per attack, the largest budget any row was attacked with; a row without
+  a cell at that budget has no value for the attack (and the attack does not count for its
+  worst case).
 * **worst case**: the lowest robust primary metric over the row's attacks at their headline
   budgets (attacks with a budget ball only: ``l2-minimal`` attacks, which always succeed,
   are left out), and the attack that reached it.
@@ -133,8 +135,23 @@ def _mean(values: Sequence[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def headline_budgets(cells: Sequence[CellRecord]) -> dict[str, float]:
+    """Per attack (a transfer attack apart), the largest budget any row was attacked with."""
+    headline: dict[str, float] = {}
+    for cell in cells:
+        key = panel_name(cell)
+        headline[key] = max(headline.get(key, cell.budget), cell.budget)
+    return headline
+
+
 def _row_entry(
-    row: Sequence[CellRecord], metric: str, suite: str, experiment: str, flags: list[Flag], accelerator: str
+    row: Sequence[CellRecord],
+    metric: str,
+    suite: str,
+    experiment: str,
+    flags: list[Flag],
+    accelerator: str,
+    suite_headline: dict[str, float],
 ) -> LeaderboardEntry:
     first = row[0]
     by_attack: dict[str, list[CellRecord]] = defaultdict(list)
@@ -147,8 +164,10 @@ def _row_entry(
     areas: dict[str, Number] = {}
     for attack, cells in by_attack.items():
         top = max(cells, key=lambda c: c.budget)
-        headline[attack] = top.budget
-        at_headline[attack] = _number(top.metric(f"robust_{metric}"))
+        headline[attack] = suite_headline[attack]
+        # a row not attacked at the suite's headline budget has no value there (not a smaller one)
+        at_top = top.budget == suite_headline[attack]
+        at_headline[attack] = _number(top.metric(f"robust_{metric}")) if at_top else None
         if top.threat_model == "l2-minimal":
             continue
         points = [(0.0, first.metric(f"clean_{metric}"))]
@@ -229,7 +248,10 @@ def build_entries(
     entries = []
     for row in rows.values():
         accelerator = accelerators.get(row[0].parent_run_id, "")
-        entries.append(_row_entry(row, metric, suite, experiment, check_row(row, metric), accelerator))
+        flags = check_row(row, metric)
+        entries.append(
+            _row_entry(row, metric, suite, experiment, flags, accelerator, headline_budgets(cells))
+        )
 
     def order(entry: LeaderboardEntry) -> tuple[float, float]:
         worst = entry.worst_case.value
