@@ -37,8 +37,8 @@ label of every sample). The last two are NaN for segmentation."""
 CHECK_SAMPLES = 32
 """At most this many evaluation samples are checked (the first ones)."""
 
-UNBOUNDED_STEPS = 20
-UNBOUNDED_STEP = 0.1
+UNBOUNDED_STEPS = 10
+UNBOUNDED_STEP = 0.15
 
 
 def gradient_statistics(estimator: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
