@@ -21,7 +21,6 @@ Nothing here ever touches the network.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -33,6 +32,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from medbench.cache import file_sha256
 from medbench.errors import UsageError
 
 WEIGHTS_DIR_ENV = "MEDBENCH_WEIGHTS_DIR"
@@ -302,7 +302,7 @@ def verify_hash_prefix(path: Path, *, owner: str) -> None:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _verified:
         return
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     prefix = match.group(1)
     if not digest.startswith(prefix):
         raise UsageError(
@@ -310,15 +310,6 @@ def verify_hash_prefix(path: Path, *, owner: str) -> None:
             f"starts with {digest[: len(prefix)]!r}, its name says {prefix!r}; delete it and fetch it again"
         )
     _verified.add(key)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # torchvision's DenseNet checkpoints predate the ban on '.' in module names

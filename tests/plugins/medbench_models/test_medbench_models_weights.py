@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from medbench.cache import file_sha256
 from medbench.errors import UsageError
 from medbench_models import weights as weights_module
 from medbench_models.smallcnn import SmallCNN
@@ -22,7 +23,6 @@ from medbench_models.weights import (
     imagenet_filename,
     load_state_strict,
     resolve_weights,
-    sha256_of,
 )
 
 
@@ -62,7 +62,7 @@ def fake_checkpoint(arch: str, folder: Path, monkeypatch: pytest.MonkeyPatch) ->
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / "staging.pth"
     torch.save(state, staging)
-    path = folder / f"{arch}-{sha256_of(staging)[:8]}.pth"
+    path = folder / f"{arch}-{file_sha256(staging)[:8]}.pth"
     staging.rename(path)
     monkeypatch.setattr(weights_module, "imagenet_filename", lambda arch_, name="imagenet": path.name)
     return path, state
@@ -225,7 +225,7 @@ def test_imagenet_densenet_legacy_keys(tmp_path: Path, monkeypatch: pytest.Monke
     folder.mkdir()
     staging = folder / "staging.pth"
     torch.save(legacy, staging)
-    path = staging.rename(folder / f"densenet121-{sha256_of(staging)[:8]}.pth")
+    path = staging.rename(folder / f"densenet121-{file_sha256(staging)[:8]}.pth")
     monkeypatch.setattr(weights_module, "imagenet_filename", lambda arch, name="imagenet": path.name)
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(folder))
     module = TorchvisionBackbone("densenet121").build("classification", 1, 2, weights="imagenet")
