@@ -111,6 +111,12 @@ class TaskEvaluator(ABC):
         """Save the cell's example grid as PNG."""
 
 
+def add_totals(into: dict[str, float], totals: dict[str, float]) -> None:
+    """Add an attack's counts (queries) to a running sum, in place."""
+    for name, value in totals.items():
+        into[name] = into.get(name, 0.0) + float(value)
+
+
 def _out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
@@ -151,8 +157,7 @@ def craft_splitting_on_oom(
     ]
     totals: dict[str, float] = {}
     for part in parts:
-        for name, value in part.totals.items():
-            totals[name] = totals.get(name, 0.0) + float(value)
+        add_totals(totals, part.totals)
     return AttackResult(torch.cat([part.x_adv for part in parts]), totals)
 
 
@@ -254,8 +259,7 @@ class SegmentationEvaluator(TaskEvaluator):
             result = as_attack_result(
                 attack.generate(estimator, patches, labels, budget, seed=seed + next(counter))
             )
-            for name, value in result.totals.items():
-                totals[name] = totals.get(name, 0.0) + value
+            add_totals(totals, result.totals)
             return result.x_adv
 
         return AttackResult(attack_patchwise(attack_patches, x, y, self.roi_size), totals)

@@ -53,6 +53,7 @@ from medbench.evaluation import (
     CleanOutputs,
     SegmentationEvaluator,
     TaskEvaluator,
+    add_totals,
     as_attack_result,
     craft_splitting_on_oom,
     eval_batches,
@@ -842,8 +843,7 @@ class MatrixRunner:
                         on_split=functools.partial(self._report_split, cell.label),
                     )
                 )
-                for name, value in crafted.totals.items():
-                    totals[name] = totals.get(name, 0.0) + float(value)
+                add_totals(totals, crafted.totals)
                 x_adv = crafted.x_adv
                 check_adversarial(cell, x, x_adv)
                 adversarial.append(x_adv.detach())
