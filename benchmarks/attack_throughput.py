@@ -7,8 +7,9 @@ host, random init), one batch of random data (fixed seed) and one budget (L∞, 
 (a) ``medbench``: what a matrix cell does per batch (``MatrixRunner._run_cell`` →
     ``craft_splitting_on_oom`` → ``TaskEvaluator.craft``): the estimator from
     ``medbench.estimators.classifier_estimator``, the parameters frozen with ``frozen_parameters``,
-    the registered ``pgd`` / ``fgsm`` plugin's ``generate`` with whatever it does inside (``pgd``:
-    ART's ``ProjectedGradientDescent`` with its round trip tensor → NumPy → ART → NumPy → tensor);
+    the registered ``pgd`` / ``fgsm`` plugin's ``generate`` with whatever it does inside (both take
+    ART's steps in torch from the estimator's ``loss_gradient``; PGD draws ART's NumPy random start
+    once per batch);
 (b) ``handwritten``: the same steps written directly in PyTorch (random start, sign step, clamp to
     [0, 1], projection; normalisation inside the forward; parameters frozen; ``no_grad`` for the
     updates): the limit medbench can reach. Its random start is drawn with torch on the device;

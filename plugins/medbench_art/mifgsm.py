@@ -1,15 +1,12 @@
-"""MI-FGSM (Dong et al., 2018) through ART's ``MomentumIterativeMethod``."""
+"""MI-FGSM (Dong et al., 2018): ART's ``MomentumIterativeMethod`` steps, taken in torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from art.attacks.evasion import MomentumIterativeMethod
 
 from medbench.api import ALL_TASKS
-from medbench_art._art_bridge import ARTEvasionAttack
 from medbench_art._iterative import IterativeSettings
+from medbench_art.linf_iterative import LinfIterativeAttack, Schedule
 
 
 @dataclass(frozen=True)
@@ -30,26 +27,17 @@ class MIFGSMSettings(IterativeSettings):
             raise ValueError("decay must be >= 0")
 
 
-class MIFGSM(ARTEvasionAttack):
+class MIFGSM(LinfIterativeAttack):
     """Momentum iterative FGSM, L∞: ``g ← μ·g + ∇/‖∇‖₁``, step ``α·sign(g)``, no random start."""
 
     name = "mifgsm"
-    description = "Momentum Iterative FGSM, L∞, 10 steps of ε/10, decay 1.0 (ART MomentumIterativeMethod)"
+    description = "Momentum Iterative FGSM, L∞, 10 steps of ε/10, decay 1.0 (ART, in torch)"
     threat_model = "linf"
     tasks = ALL_TASKS
     budget_name = "eps"
     default_budgets = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
     Settings = MIFGSMSettings
 
-    def make(self, estimator: Any, budget: float, batch_size: int) -> Any:
+    def schedule(self, budget: float) -> Schedule:
         settings: MIFGSMSettings = self.settings
-        return MomentumIterativeMethod(
-            estimator,
-            norm=float("inf"),
-            eps=budget,
-            eps_step=settings.step(budget),
-            decay=settings.decay,
-            max_iter=settings.max_iter,
-            batch_size=batch_size,
-            verbose=False,
-        )
+        return Schedule(settings.step(budget), settings.max_iter, random_starts=0, decay=settings.decay)

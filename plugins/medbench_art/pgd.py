@@ -1,17 +1,12 @@
-"""PGD (Madry et al., 2018) through ART's ``ProjectedGradientDescent`` (PyTorch path)."""
+"""PGD (Madry et al., 2018): ART's ``ProjectedGradientDescent`` steps, taken in torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from art.attacks.evasion import ProjectedGradientDescent
-from art.estimators.classification.classifier import ClassifierMixin
 
 from medbench.api import ALL_TASKS
-from medbench_art._art_bridge import ARTEvasionAttack
 from medbench_art._iterative import IterativeSettings
-from medbench_art.random_start_pgd import RandomStartPGD
+from medbench_art.linf_iterative import LinfIterativeAttack, Schedule
 
 
 @dataclass(frozen=True)
@@ -21,8 +16,9 @@ class PGDSettings(IterativeSettings):
     Attributes:
         max_iter: Gradient steps (10).
         step_ratio: Step size as a fraction of ε (0.25, i.e. 2.5·ε/10 as in Madry et al.).
-        num_random_init: Random starts in the ε-ball; with more than one, ART keeps the
-            successful restart per sample (classification only: segmentation takes one).
+        num_random_init: Random starts in the ε-ball; with more than one, a later start replaces
+            the result for the samples whose prediction it changes, as ART does (classification
+            only: segmentation takes one).
     """
 
     step_ratio: float = 0.25
@@ -34,28 +30,17 @@ class PGDSettings(IterativeSettings):
             raise ValueError("num_random_init must be >= 1 (PGD starts at a random point)")
 
 
-class PGD(ARTEvasionAttack):
+class PGD(LinfIterativeAttack):
     """L∞ PGD with a uniform random start in the ε-ball: 10 steps of 0.25·ε by default."""
 
     name = "pgd"
-    description = "Projected Gradient Descent, L∞, random start, 10 steps of ε/4 (ART, PyTorch path)"
+    description = "Projected Gradient Descent, L∞, random start, 10 steps of ε/4 (ART's steps, in torch)"
     threat_model = "linf"
     tasks = ALL_TASKS
     budget_name = "eps"
     default_budgets = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
     Settings = PGDSettings
 
-    def make(self, estimator: Any, budget: float, batch_size: int) -> Any:
+    def schedule(self, budget: float) -> Schedule:
         settings: PGDSettings = self.settings
-        # ART's segmentation (non-classifier) path refuses a random start: ours adds it
-        factory = ProjectedGradientDescent if isinstance(estimator, ClassifierMixin) else RandomStartPGD
-        return factory(
-            estimator,
-            norm=float("inf"),
-            eps=budget,
-            eps_step=settings.step(budget),
-            max_iter=settings.max_iter,
-            num_random_init=settings.num_random_init,
-            batch_size=batch_size,
-            verbose=False,
-        )
+        return Schedule(settings.step(budget), settings.max_iter, random_starts=settings.num_random_init)

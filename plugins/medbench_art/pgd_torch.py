@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from medbench_art.linf_iterative import linf_iterations
+
 Logits = Callable[[torch.Tensor], torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,13 +50,13 @@ def pgd_linf(
     x0 = x.detach()
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_adv = (x0 + (2 * noise - 1) * eps).clamp(0.0, 1.0)
+        start = (x0 + (2 * noise - 1) * eps).clamp(0.0, 1.0)
     else:
-        x_adv = x0.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss(logits(x_adv), y), x_adv)
-        with torch.no_grad():
-            x_adv = (x_adv + eps_step * grad.sign()).clamp(0.0, 1.0)
-            x_adv = x0 + (x_adv - x0).clamp(-eps, eps)
-    return x_adv.detach()
+        start = x0
+
+    def gradient(z: torch.Tensor) -> torch.Tensor:
+        z = z.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss(logits(z), y), z)
+        return grad
+
+    return linf_iterations(gradient, x0, start, eps=eps, eps_step=eps_step, steps=steps)

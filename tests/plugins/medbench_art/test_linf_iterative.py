@@ -1,0 +1,143 @@
+"""BIM, PGD and MI-FGSM in torch against ART's own attack objects: bit-identical on the CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from art.attacks.evasion import BasicIterativeMethod, MomentumIterativeMethod, ProjectedGradientDescent
+from torch import nn
+
+from medbench.api import DefendedModel, Normalization
+from medbench.estimators import classifier_estimator, predict_logits
+from medbench.testing import tiny_bundle, tiny_estimator
+from medbench_art.bim import BIM
+from medbench_art.linf_iterative import linf_iterations
+from medbench_art.mifgsm import MIFGSM
+from medbench_art.pgd import PGD
+
+
+def _batch(n: int = 16) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    estimator, bundle = tiny_estimator(seed=3)
+    x = torch.stack([bundle.test[i][0] for i in range(n)])
+    y = torch.stack([bundle.test[i][1] for i in range(n)])
+    return estimator, x, y
+
+
+def _art(attack: Any, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    np.random.seed(seed)
+    return torch.from_numpy(attack.generate(x=x.numpy(), y=y.numpy()))
+
+
+@pytest.mark.parametrize("eps", [2 / 255, 8 / 255, 0.3])
+def test_pgd_equals_art_projected_gradient_descent(eps: float) -> None:
+    estimator, x, y = _batch()
+    ours = PGD().configured({"max_iter": 5}).generate(estimator, x, y, eps, seed=7)
+    art = ProjectedGradientDescent(
+        estimator,
+        norm=np.inf,
+        eps=eps,
+        eps_step=0.25 * eps,
+        max_iter=5,
+        num_random_init=1,
+        batch_size=len(x),
+        verbose=False,
+    )
+    assert torch.equal(ours, _art(art, x, y, seed=7))
+
+
+def _near_the_boundary() -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """A linear model on near-constant images: small perturbations flip some predictions."""
+    generator = torch.Generator().manual_seed(0)
+    x = (0.5 + 0.02 * torch.randn(32, 1, 16, 16, generator=generator)).clamp(0, 1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 2))
+    estimator = classifier_estimator(
+        DefendedModel(model, Normalization((0.5,), (0.25,))), tiny_bundle(), torch.device("cpu")
+    )
+    return estimator, x, predict_logits(estimator, x).argmax(1)
+
+
+def test_pgd_restarts_keep_what_art_keeps() -> None:
+    estimator, x, y = _near_the_boundary()
+    eps = 1 / 255
+    ours = PGD().configured({"max_iter": 1, "num_random_init": 3}).generate(estimator, x, y, eps, seed=11)
+    art = ProjectedGradientDescent(
+        estimator,
+        norm=np.inf,
+        eps=eps,
+        eps_step=0.25 * eps,
+        max_iter=1,
+        num_random_init=3,
+        batch_size=len(x),
+        verbose=False,
+    )
+    assert torch.equal(ours, _art(art, x, y, seed=11))
+    single = PGD().configured({"max_iter": 1}).generate(estimator, x, y, eps, seed=11)
+    assert not torch.equal(ours, single), "the restarts replaced some samples"
+
+
+@pytest.mark.parametrize("eps", [1 / 255, 8 / 255])
+def test_bim_equals_art_basic_iterative_method(eps: float) -> None:
+    estimator, x, y = _batch()
+    ours = BIM().configured({"max_iter": 6, "step_ratio": 0.3}).generate(estimator, x, y, eps, seed=0)
+    art = BasicIterativeMethod(
+        estimator, eps=eps, eps_step=0.3 * eps, max_iter=6, batch_size=len(x), verbose=False
+    )
+    assert torch.equal(ours, _art(art, x, y, seed=0))
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_mifgsm_equals_art_momentum_iterative_method(decay: float) -> None:
+    estimator, x, y = _batch()
+    eps = 8 / 255
+    ours = MIFGSM().configured({"max_iter": 5, "decay": decay}).generate(estimator, x, y, eps, seed=0)
+    art = MomentumIterativeMethod(
+        estimator,
+        norm=np.inf,
+        eps=eps,
+        eps_step=eps / 10,
+        decay=decay,
+        max_iter=5,
+        batch_size=len(x),
+        verbose=False,
+    )
+    assert torch.equal(ours, _art(art, x, y, seed=0))
+
+
+def test_one_gradient_per_step_and_no_prediction_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One loss gradient per step and nothing else: ART's closing ``compute_success`` is gone."""
+    estimator, x, y = _batch()
+    calls = {"gradient": 0, "predict": 0}
+    gradient, predict = estimator.loss_gradient, estimator._predict_framework
+
+    def counted_gradient(*args: Any, **kwargs: Any) -> Any:
+        calls["gradient"] += 1
+        return gradient(*args, **kwargs)
+
+    def counted_predict(*args: Any, **kwargs: Any) -> Any:
+        calls["predict"] += 1
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(estimator, "loss_gradient", counted_gradient)
+    monkeypatch.setattr(estimator, "_predict_framework", counted_predict)
+    monkeypatch.setattr(estimator, "predict", lambda *a, **k: pytest.fail("no NumPy prediction"))
+    PGD().configured({"max_iter": 4}).generate(estimator, x, y, 4 / 255, seed=0)
+    assert calls == {"gradient": 4, "predict": 0}
+
+
+def test_nan_gradients_are_zero_steps_and_the_ball_holds() -> None:
+    x0 = torch.rand(4, 1, 8, 8)
+
+    def gradient(z: torch.Tensor) -> torch.Tensor:
+        grad = torch.ones_like(z)
+        grad[:, :, :4] = float("nan")
+        return grad
+
+    out = linf_iterations(gradient, x0, x0, eps=0.05, eps_step=0.02, steps=5)
+    assert torch.equal(out[:, :, :4], x0[:, :, :4]), "NaN entries do not move"
+    moved = out[:, :, 4:] - x0[:, :, 4:]
+    assert float(moved.max()) <= 0.05 + 1e-7 and float(out.max()) <= 1.0
+    assert torch.allclose(out[:, :, 4:], (x0[:, :, 4:] + 0.05).clamp(max=1.0), atol=1e-6)
