@@ -109,7 +109,13 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 @click.option(
     "--seed", type=click.IntRange(min=0), help="Seed of splits, initialisation, random starts and noise."
 )
-@click.option("--eval-batch-size", type=click.IntRange(min=1), help="Batch size of attacks and predictions.")
+@click.option(
+    "--eval-batch-size",
+    metavar="N|auto",
+    help="Batch size of attacks and predictions (default 128). auto: on a GPU, the largest power of "
+    "two whose loss gradients fit in 80% of the free memory (measured per model; a batch that still "
+    "runs out of memory is attacked in halves); on a CPU, 128.",
+)
 @click.option(
     "--surrogate",
     help="Transfer attacks: craft on MODEL[:DEFENSE] (trained on the same data), evaluate on every target.",
@@ -145,6 +151,31 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     help="Deterministic GPU kernels (cuDNN, cuBLAS): identical repeated runs, somewhat slower.",
 )
 @click.option(
+    "--precision",
+    metavar="fp32|bf16",
+    help="bf16: bfloat16 autocast around the network in attacks and predictions (loss, input "
+    "gradients and perturbations stay float32; robust accuracy within 0.02 of fp32). Part of the "
+    "cell key. Default: fp32.",
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="Network and inputs in channels-last memory format (channels_last_3d for volumes); "
+    "same results as without.",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_model",
+    default=None,
+    help="torch.compile the network (compiled once when each defended model is first used; "
+    "a failure is a one-line error).",
+)
+@click.option(
+    "--cudnn-benchmark/--no-cudnn-benchmark",
+    default=None,
+    help="cuDNN autotuning (torch.backends.cudnn.benchmark); not with --deterministic.",
+)
+@click.option(
     "--rerun",
     is_flag=True,
     help="Run every cell again, also those already FINISHED in the store (default: resume, skipping them).",
@@ -155,6 +186,7 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
 @click.pass_context
 def run(ctx: click.Context, **options: Any) -> None:
     """Run a benchmark matrix and log every cell to MLflow."""
+    from medbench.acceleration import Acceleration, configure_backends
     from medbench.cache import ModelCache
     from medbench.device import make_deterministic, resolve_device
     from medbench.matrix import MatrixRunner, plan_matrix
@@ -192,12 +224,17 @@ def run(ctx: click.Context, **options: Any) -> None:
             "eval_batch_size": options["eval_batch_size"],
             "eot_samples": options["eot_samples"],
             "surrogate": options["surrogate"],
+            "precision": options["precision"],
+            "channels_last": options["channels_last"],
+            "compile": options["compile_model"],
+            "cudnn_benchmark": options["cudnn_benchmark"],
         },
     )
     eps_override = parse_budget_list(options["eps"]) if options["eps"] else None
     budget_overrides = dict(parse_budget_override(text) for text in options["budgets"])
     assignments = [parse_assignment(text) for text in options["assignments"]]
     device = resolve_device(options["device"])
+    configure_backends(Acceleration.of(spec), device, deterministic=options["deterministic"])
     if options["deterministic"]:
         make_deterministic()
     plan = plan_matrix(

@@ -19,6 +19,7 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from medbench.acceleration import Acceleration, accelerate
 from medbench.api import DatasetBundle, DefendedModel, Normalization
 from medbench.bpda import EOTPyTorchClassifier, randomized
 from medbench.forward import normalize
@@ -73,7 +74,11 @@ class MultiLabelEOTPyTorchClassifier(MultiHotLabels, EOTPyTorchClassifier):
 
 
 def classifier_estimator(
-    defended: DefendedModel, dataset: DatasetBundle, device: torch.device, eot_samples: int = 1
+    defended: DefendedModel,
+    dataset: DatasetBundle,
+    device: torch.device,
+    eot_samples: int = 1,
+    acceleration: Acceleration | None = None,
 ) -> PyTorchClassifier:
     """Wrap a defended classification model in ART's ``PyTorchClassifier``.
 
@@ -84,6 +89,9 @@ def classifier_estimator(
         device: Where the model lives; ART runs its PyTorch attack paths there.
         eot_samples: Draws whose input gradients are averaged when a preprocessing defence
             is randomised (EOT); ignored otherwise.
+        acceleration: bf16 autocast, channels-last, ``torch.compile`` around the network
+            (:mod:`medbench.acceleration`); ``defended.model`` is wrapped, not changed
+            (channels-last converts its weights' memory layout, not their values).
     """
     eot = eot_samples > 1 and randomized(defended.preprocessors)
     factory: Any
@@ -96,8 +104,9 @@ def classifier_estimator(
     normalization = defended.normalization.for_channels(dataset.in_channels)
     loss: nn.Module = nn.BCEWithLogitsLoss() if dataset.multilabel else nn.CrossEntropyLoss()
     defended.model.to(device).eval()
+    model = accelerate(defended.model, acceleration, device, dataset.input_shape)
     return factory(
-        model=defended.model,
+        model=model,
         loss=loss,
         input_shape=tuple(dataset.input_shape),
         nb_classes=dataset.num_classes,

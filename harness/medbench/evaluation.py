@@ -14,6 +14,7 @@ NIfTI folder differ in size, so a batch holds consecutive volumes of one shape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from medbench.acceleration import Acceleration, accelerate
 from medbench.api import Attack, AttackResult, DatasetBundle, DefendedModel
 from medbench.estimators import classifier_estimator, predict_logits
 from medbench.images import example_grid, image_rows, label_colors, perturbation_image
@@ -71,10 +73,18 @@ class CleanOutputs:
 class TaskEvaluator(ABC):
     """Everything about evaluating a cell that depends on the task."""
 
-    def __init__(self, bundle: DatasetBundle, device: torch.device, roi_size: tuple[int, ...] | None) -> None:
+    def __init__(
+        self,
+        bundle: DatasetBundle,
+        device: torch.device,
+        roi_size: tuple[int, ...] | None,
+        acceleration: Acceleration | None = None,
+    ) -> None:
         self.bundle = bundle
         self.device = device
         self.roi_size = roi_size
+        self.acceleration = acceleration
+        """bf16 autocast, channels-last, ``torch.compile`` (:mod:`medbench.acceleration`)."""
 
     @abstractmethod
     def estimator(self, defended: DefendedModel) -> Any:
@@ -171,13 +181,14 @@ class ClassificationEvaluator(TaskEvaluator):
         roi_size: tuple[int, ...] | None,
         batch_size: int,
         eot_samples: int = 1,
+        acceleration: Acceleration | None = None,
     ) -> None:
-        super().__init__(bundle, device, roi_size)
+        super().__init__(bundle, device, roi_size, acceleration)
         self.batch_size = batch_size
         self.eot_samples = eot_samples
 
     def estimator(self, defended: DefendedModel) -> Any:
-        return classifier_estimator(defended, self.bundle, self.device, self.eot_samples)
+        return classifier_estimator(defended, self.bundle, self.device, self.eot_samples, self.acceleration)
 
     def clean_outputs(self, estimator: Any, batches: list[Batch]) -> CleanOutputs:
         return CleanOutputs([predict_logits(estimator, x, self.batch_size) for x, _ in batches])
@@ -228,16 +239,22 @@ class SegmentationEvaluator(TaskEvaluator):
         device: torch.device,
         roi_size: tuple[int, ...] | None,
         lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        acceleration: Acceleration | None = None,
     ) -> None:
-        super().__init__(bundle, device, roi_size)
+        super().__init__(bundle, device, roi_size, acceleration)
         self.lpips = lpips
 
     def estimator(self, defended: DefendedModel) -> Any:
         patch = self.roi_size or tuple(self.bundle.input_shape[1:])
+        input_shape = (self.bundle.in_channels, *patch)
+        if self.acceleration is not None and self.acceleration.wraps_model:
+            defended.model.to(self.device)
+            model = accelerate(defended.model, self.acceleration, self.device, input_shape)
+            defended = dataclasses.replace(defended, model=model)
         return SegmentationEstimator(
             defended,
             nb_classes=self.bundle.num_classes,
-            input_shape=(self.bundle.in_channels, *patch),
+            input_shape=input_shape,
             device=self.device,
             roi_size=self.roi_size,
         )

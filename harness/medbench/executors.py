@@ -8,6 +8,13 @@ cells under the same parent run. When all workers have ended, the coordinator ru
 matrix once more: the resume logic finds every cell a worker finished and runs the rest
 itself (the cells of a worker that crashed), then logs the summary, the sanity checks and
 the curves. All executors therefore produce the same cells, keys and metrics.
+
+Trained models are shared through the experiment's MLflow artifact store
+(:mod:`medbench.checkpoint_store`): the process that trains a defended model uploads it, and a
+process on another node (a Ray retry, the coordinator's final pass) downloads it instead of
+training it again. The coordinator trains a ``--surrogate`` before starting the workers, so
+that they all download it. A cell that FAILED in a worker runs once more in the coordinator's
+final pass (only FINISHED cells are kept), so every cell ends up FINISHED at most once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ WORKER_OPTIONS_DROPPED = (
 )
 """Options with a value that the coordinator sets itself for its workers."""
 WORKER_FLAGS_DROPPED = ("--json",)
+FORWARDED_ENVIRONMENT = ("MEDBENCH_SHARE_CHECKPOINTS",)
+"""Variables of the coordinator's environment that Ray workers get on every node."""
 
 
 def worker_arguments(
@@ -127,10 +136,17 @@ class WorkerFailed(RuntimeError):
     """A worker process died (killed, crashed): Ray retries its task."""
 
 
-def _ray_worker(command: list[str]) -> tuple[int, str]:
-    """Run one worker process inside a Ray task; raise on a crash so that Ray retries the task."""
+def _ray_worker(command: list[str], environment: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run one worker process inside a Ray task; raise on a crash so that Ray retries the task.
+
+    ``environment``: variables of the coordinator that the worker gets on whatever node it runs.
+    """
     completed = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"}, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(environment or {}), "COLUMNS": "120"},
+        check=False,
     )
     tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-5:])
     if completed.returncode not in (0, 1):  # 1: some cells FAILED, which is a result, not a crash
@@ -199,6 +215,7 @@ def _run_group_tasks(
         _ray_worker
     )
     device = "cuda" if gpu else "cpu"
+    forwarded = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
     futures = []
     for index in range(group_count):
         arguments = worker_arguments(
@@ -209,7 +226,7 @@ def _run_group_tasks(
             tracking_uri=tracking_uri,
             experiment=experiment,
         )
-        futures.append(task.remote([sys.executable, "-m", "medbench", "run", *arguments]))
+        futures.append(task.remote([sys.executable, "-m", "medbench", "run", *arguments], forwarded))
     console.print(f"ray: {group_count} group task(s) on {ray.cluster_resources()}", markup=False)
     codes = []
     for index, future in enumerate(futures, start=1):

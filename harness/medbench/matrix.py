@@ -16,13 +16,24 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from medbench import __version__
+from medbench.acceleration import (
+    CPU_EVAL_BATCH_SIZE,
+    PROBE_BATCH_SIZE,
+    Acceleration,
+    BatchChoice,
+    choose_batch_size,
+    free_device_bytes,
+    gradient_bytes_per_sample,
+    out_of_memory,
+    split_batches,
+)
 from medbench.api import (
     Attack,
     AttackResult,
@@ -63,7 +74,7 @@ from medbench.images import image_rows
 from medbench.lpips_similarity import lpips_similarity
 from medbench.plugins import PluginHost
 from medbench.sanity import Flag
-from medbench.spec import RunSpec
+from medbench.spec import AUTO, RunSpec
 from medbench.tracking import Tracker
 from medbench.training import TrainingHistory
 
@@ -132,6 +143,9 @@ class MatrixPlan:
     surrogate: Surrogate | None = None
     parent_run_id: str | None = None
     native_budgets: dict[str, list[str | None]] = field(default_factory=dict)
+    batch_size: int | None = None
+    """The evaluation batch size once the runner chose it (``eval_batch_size``, or what ``auto``
+    chose on this device); None before."""
     """Per attack, parallel to :attr:`budgets`: the unit budget as given (``5HU``), else None."""
 
     def budget_text(self, attack: str) -> str:
@@ -436,6 +450,10 @@ def cell_key(plan: MatrixPlan, cell: Cell) -> str:
             "seed": plan.spec.seed,
             "eot_samples": plan.spec.eot_samples,
             **_surrogate_identity(plan),
+            # bf16 changes results (beyond float noise), so it is part of the key (absent for
+            # fp32, so old keys stay valid); channels-last, torch.compile and cuDNN autotuning
+            # only reorder float32 arithmetic, like cuDNN's own kernel choice: not in the key
+            **({"precision": plan.spec.precision} if plan.spec.precision != "fp32" else {}),
         },
         length=32,
     )
@@ -475,6 +493,8 @@ def cell_params(plan: MatrixPlan, cell: Cell) -> dict[str, Any]:
         "threat": cell.threat,
         "surrogate": cell.surrogate,
         "eot_samples": plan.spec.eot_samples,
+        "eval_batch_size": plan.batch_size or plan.spec.eval_batch_size,
+        **Acceleration.of(plan.spec).params(),
         "n_eval": plan.n_eval,
         "seed": plan.spec.seed,
         "weights": plan.spec.weights,
@@ -581,7 +601,22 @@ class MatrixRunner:
         return [c for c in cells if id(c) not in done]
 
     def start_parent_run(self) -> str:
-        """Create the matrix's parent run (``run`` does it unless the plan already has one)."""
+        """Create the parent run as the coordinator of the devices or Ray executor, before its workers.
+
+        Also turns on checkpoint sharing (:mod:`medbench.checkpoint_store`) and trains (or
+        fetches) the ``--surrogate`` once, here, so that every worker downloads it instead of
+        training it again. (``run`` creates the parent run itself when the plan has none.)
+        """
+        run_id = self._open_parent_run()
+        self.share_checkpoints(distributed=True)
+        try:
+            self._prepare_surrogate()
+        except BaseException:
+            self.tracker.finish(run_id, "FAILED")
+            raise
+        return run_id
+
+    def _open_parent_run(self) -> str:
         plan = self.plan
         plan.parent_run_id = self.tracker.start_run(
             name=f"{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -589,6 +624,34 @@ class MatrixRunner:
             tags=self._parent_tags(),
         )
         return plan.parent_run_id
+
+    def share_checkpoints(self, distributed: bool) -> None:
+        """Share trained models through the experiment's artifact store (devices and Ray executors).
+
+        On for ``distributed`` processes, else off; ``MEDBENCH_SHARE_CHECKPOINTS`` decides when
+        set. Nothing with ``--no-cache``.
+        """
+        from medbench.checkpoint_store import CheckpointStore, sharing_wanted
+
+        if self.cache.enabled and self.cache.remote is None and sharing_wanted(distributed):
+            self.cache.remote = CheckpointStore(self.tracker, notify=self.progress.message)
+
+    def _prepare_surrogate(self) -> None:
+        """Train (or fetch) the surrogate into the caches before the workers start (all need it)."""
+        plan = self.plan
+        if plan.surrogate is None or not self.cache.enabled:
+            return
+        if not self.rerun:
+            finished = self.tracker.finished_cells(c.key for c in plan.cells)
+            if all(c.key in finished for c in plan.cells):
+                return
+        surrogate = plan.surrogate
+        self.progress.message(f"training the surrogate {surrogate.label} once for all workers")
+        builder = self._builder(surrogate.model_name, surrogate.model, plan.spec.seed + 1, "surrogate ")
+        builder.build(surrogate.chain)
+        del builder
+        if plan.device.type == "cuda":
+            torch.cuda.empty_cache()  # leave this GPU's memory to the workers
 
     def groups(self) -> list[tuple[str, str]]:
         """The (model, defense) groups in the order the matrix runs them: one defended model each."""
@@ -609,9 +672,11 @@ class MatrixRunner:
         plan = self.plan
         todo = [c for c in self._resume() if self._in_shard(c)]
         if plan.parent_run_id is None:
-            self.start_parent_run()
+            self._open_parent_run()
+            self.share_checkpoints(distributed=False)
         assert plan.parent_run_id is not None
         if self.shard is not None:
+            self.share_checkpoints(distributed=True)
             self._run_cells(todo)
             return self.results
         status = "FAILED"
@@ -636,7 +701,7 @@ class MatrixRunner:
         self.progress.start_matrix(len(todo))
         if not todo:
             return
-        batches = eval_batches(plan.bundle, plan.n_eval, plan.spec.eval_batch_size, plan.device)
+        batches = self._eval_batches()
         self._surrogate_estimator = self._build_surrogate()
         for model_name in plan.models:
             if not any(c.model == model_name for c in todo):
@@ -653,15 +718,92 @@ class MatrixRunner:
         roi = (model or plan.models[model_name]).roi_size()
         if plan.bundle.task == "classification":
             return ClassificationEvaluator(
-                plan.bundle, plan.device, roi, plan.spec.eval_batch_size, plan.spec.eot_samples
+                plan.bundle,
+                plan.device,
+                roi,
+                plan.batch_size or CPU_EVAL_BATCH_SIZE,
+                plan.spec.eot_samples,
+                Acceleration.of(plan.spec),
             )
         if self._lpips is None:
             self._lpips = lpips_similarity(plan.device) if plan.dataset.dims == 3 else None
             if isinstance(self._lpips, str):
                 self.progress.message(f"lpips_sim left out: {self._lpips}")
         return SegmentationEvaluator(
-            plan.bundle, plan.device, roi, None if isinstance(self._lpips, str) else self._lpips
+            plan.bundle,
+            plan.device,
+            roi,
+            None if isinstance(self._lpips, str) else self._lpips,
+            Acceleration.of(plan.spec),
         )
+
+    def _eval_batches(self) -> list[Batch]:
+        """The evaluation batches, at the spec's ``eval_batch_size`` or the size ``auto`` chooses.
+
+        ``auto`` on a CPU is :data:`~medbench.acceleration.CPU_EVAL_BATCH_SIZE`; on a GPU the
+        data go to the device first (one batch per run of equally shaped samples), then every
+        model of the run is probed and the batches are split, as views, at the smallest size
+        chosen. Sets :attr:`MatrixPlan.batch_size`.
+        """
+        plan = self.plan
+        requested = plan.spec.eval_batch_size
+        if requested != AUTO:
+            plan.batch_size = int(requested)
+            return eval_batches(plan.bundle, plan.n_eval, plan.batch_size, plan.device)
+        if plan.device.type != "cuda":
+            choice = BatchChoice(CPU_EVAL_BATCH_SIZE)
+            batches = eval_batches(plan.bundle, plan.n_eval, choice.batch_size, plan.device)
+        else:
+            whole = eval_batches(plan.bundle, plan.n_eval, plan.n_eval, plan.device)
+            try:
+                choice = self._probe_batch_size()
+            except Exception as error:  # a model that fails here fails its cells later, with details
+                if out_of_memory(error):  # not even the probe's few samples fit
+                    choice = BatchChoice(1, source="the memory probe ran out of memory")
+                else:
+                    choice = BatchChoice(
+                        CPU_EVAL_BATCH_SIZE,
+                        source=f"the memory probe failed ({_one_line(error)}); the default",
+                    )
+            finally:
+                torch.cuda.empty_cache()
+            batches = split_batches(whole, choice.batch_size)
+        plan.batch_size = choice.batch_size
+        self.progress.message(choice.describe())
+        return batches
+
+    def _probe_batch_size(self) -> BatchChoice:
+        """``auto`` on a GPU: the per-sample memory of one loss gradient of every model of the run
+        (and the surrogate), undefended and untrained, with the run's precision and layout;
+        the largest power of two that fits the free memory for the hungriest of them."""
+        plan = self.plan
+        bundle = plan.bundle
+        models = [(name, model) for name, model in plan.models.items()]
+        if plan.surrogate is not None:
+            models.append((plan.surrogate.model_name, plan.surrogate.model))
+        acceleration = replace(Acceleration.of(plan.spec), compile=False)
+        per_sample = 0.0
+        for name, model in models:
+            evaluator = self._evaluator(name, model)
+            evaluator.acceleration = acceleration
+            with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []):
+                module = model.build(bundle.task, bundle.in_channels, bundle.num_classes, None)
+            defended = DefendedModel(module.to(plan.device), model.normalization(bundle.in_channels))
+            estimator = evaluator.estimator(defended)
+            shape = tuple(getattr(estimator, "input_shape", bundle.input_shape))
+            with frozen_parameters(defended):
+                measured = gradient_bytes_per_sample(
+                    estimator,
+                    plan.device,
+                    shape,
+                    bundle.task,
+                    bundle.multilabel,
+                    min(PROBE_BATCH_SIZE, plan.n_eval),
+                )
+            per_sample = max(per_sample, measured)
+            del estimator, defended, module
+        free = free_device_bytes(plan.device)
+        return BatchChoice(choose_batch_size(per_sample, free, plan.n_eval), per_sample, free)
 
     def _build_surrogate(self) -> Any:
         """The estimator transfer attacks are crafted on, or None without ``--surrogate``."""
@@ -959,6 +1101,8 @@ class MatrixRunner:
             "seed": plan.spec.seed,
             "device": str(plan.device),
             "weights": plan.spec.weights,
+            "eval_batch_size": plan.spec.eval_batch_size,
+            **Acceleration.of(plan.spec).params(),
         }
         params.update({f"budgets.{name}": plan.budget_text(name) for name in plan.budgets})
         params.update({f"training.{k}": v for k, v in vars(plan.spec.training).items()})

@@ -17,8 +17,12 @@ suite needs them)::
     n_eval: null                    # test samples to attack; null = the whole test split
     seed: 0
     training: {epochs: 5, batch_size: 64, lr: 0.001, weight_decay: 0.0}
-    eval_batch_size: 128
+    eval_batch_size: 128            # or auto: the largest power of two that fits the GPU
     eot_samples: 8                  # gradient draws averaged against randomised defences (EOT)
+    precision: fp32                 # or bf16: autocast around the network (attacks, evaluation)
+    channels_last: false            # network and inputs in channels-last memory format
+    compile: false                  # torch.compile the network
+    cudnn_benchmark: false          # cuDNN autotuning (not with --deterministic)
     surrogate: null                 # MODEL[:DEFENSE]: craft on it, evaluate on every target
     settings:                       # plugin settings, by kind then name
       attack: {pgd: {max_iter: 10}}
@@ -56,6 +60,35 @@ MAX_SPEC_NODES = 100_000
 """The most values (scalars, lists, mappings) a spec may hold once its YAML aliases are expanded."""
 MAX_SEED = 2**63 - 1
 """The largest seed: torch takes 64-bit seeds, and the surrogate and crops use ``seed + 1``."""
+
+PRECISIONS = ("fp32", "bf16")
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
+AUTO = "auto"
+"""``eval_batch_size: auto``: chosen from the free GPU memory (:mod:`medbench.acceleration`)."""
+
+
+def parse_precision(value: Any, source: str = "--precision") -> str:
+    """``fp32`` or ``bf16`` (also ``float32``, ``bfloat16``, any case); else a did-you-mean."""
+    if not isinstance(value, str):
+        raise UsageError(f"{source} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    name = value.strip().lower()
+    name = PRECISION_ALIASES.get(name, name)
+    if name not in PRECISIONS:
+        raise UsageError(f"{source}: {unknown_name_message('precision', value, PRECISIONS)}")
+    return name
+
+
+def parse_batch_size(value: Any, source: str = "--eval-batch-size") -> int | str:
+    """A positive integer, or ``auto``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text.isdigit():
+            value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{source} must be a positive integer or 'auto', got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -103,9 +136,15 @@ class RunSpec:
     n_eval: int | None = None
     seed: int = 0
     training: TrainingSettings = field(default_factory=TrainingSettings)
-    eval_batch_size: int = 128
+    eval_batch_size: int | str = 128
+    """Samples per batch of attacks and predictions, or ``auto`` (:mod:`medbench.acceleration`)."""
     eot_samples: int = 8
     surrogate: str | None = None
+    precision: str = "fp32"
+    """``fp32``, or ``bf16``: bfloat16 autocast around the network (:mod:`medbench.acceleration`)."""
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = False
     settings: dict[str, dict[str, dict[str, Any]]] = field(
         default_factory=lambda: {kind: {} for kind in PLUGIN_KINDS}
     )
@@ -215,7 +254,13 @@ def spec_from_mapping(data: Any, source: str) -> RunSpec:
             elif key == "seed":
                 spec.seed = _require_int(key, value, 0)
             elif key == "eval_batch_size":
-                spec.eval_batch_size = _require_int(key, value, 1)
+                spec.eval_batch_size = parse_batch_size(value, f"spec key {key!r}")
+            elif key == "precision":
+                spec.precision = parse_precision(value, f"spec key {key!r}")
+            elif key in {"channels_last", "compile", "cudnn_benchmark"}:
+                if not isinstance(value, bool):
+                    raise UsageError(f"spec key {key!r} must be true or false, got {shown(value)}")
+                setattr(spec, key, value)
             elif key == "eot_samples":
                 spec.eot_samples = _require_int(key, value, 1)
             elif key == "surrogate":
@@ -383,6 +428,13 @@ def with_overrides(spec: RunSpec, overrides: Mapping[str, Any]) -> RunSpec:
     for key in ("dataset", "weights", "n_eval", "seed", "eval_batch_size", "eot_samples", "surrogate"):
         if overrides.get(key) is not None:
             setattr(result, key, overrides[key])
+    if overrides.get("eval_batch_size") is not None:
+        result.eval_batch_size = parse_batch_size(overrides["eval_batch_size"])
+    if overrides.get("precision") is not None:
+        result.precision = parse_precision(overrides["precision"])
+    for key in ("channels_last", "compile", "cudnn_benchmark"):
+        if overrides.get(key) is not None:
+            setattr(result, key, bool(overrides[key]))
     if overrides.get("seed") is not None and not 0 <= overrides["seed"] <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {shown(overrides['seed'])}")
     if overrides.get("data_dir") is not None:

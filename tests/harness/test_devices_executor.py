@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,11 +51,12 @@ def _cells(uri: str) -> list:  # type: ignore[type-arg]
 @pytest.mark.slow
 def test_two_cpu_workers_deal_out_the_defended_models(tmp_path: Path) -> None:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MEDBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    environment.pop("MEDBENCH_SHARE_CHECKPOINTS", None)
     command = [sys.executable, "-m", "medbench", "run", *MATRIX, "--experiment", "devices"]
     shared = f"sqlite:///{tmp_path / 'devices.db'}"
-    result = subprocess.run(
+    result = subprocess.run(  # in tmp_path: the SQLite store's artifact root is ./mlruns
         [*command, "--executor", "devices", "--devices", "cpu,cpu", "--tracking-uri", shared],
-        env=environment, capture_output=True, text=True, timeout=900, check=False,
+        env=environment, capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "worker 1/2 on cpu" in result.stderr and "worker 2/2 on cpu" in result.stderr
@@ -67,11 +69,24 @@ def test_two_cpu_workers_deal_out_the_defended_models(tmp_path: Path) -> None:
     assert workers == {"none": {"1/2"}, "at-fgsm": {"2/2"}, "gaussian-augmentation": {"1/2"}}, (
         "groups dealt round-robin, each defended model trained by one worker"
     )
+    shared_models = {
+        json.loads(path.read_text())["chain"][0]["name"]: path.parent.name
+        for path in (tmp_path / "mlruns").rglob("checkpoints/*/*/meta.json")
+    }
+    assert shared_models.keys() == {"none", "at-fgsm", "gaussian-augmentation"}, (
+        "each trained model uploaded to the artifact store for workers on other nodes"
+    )
+    for name, digest in shared_models.items():
+        local = next(
+            p for p in (tmp_path / "cache" / "models").glob("*.json")
+            if json.loads(p.read_text())["chain"][0]["name"] == name
+        )  # fmt: skip
+        assert json.loads(local.read_text())["sha256"] == digest, "the folder is named by the weights' hash"
 
     local = f"sqlite:///{tmp_path / 'local.db'}"
     reference = subprocess.run(
         [*command, "--tracking-uri", local], env=environment, capture_output=True, text=True, timeout=900,
-        check=False,
+        check=False, cwd=tmp_path,
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr[-3000:]
 

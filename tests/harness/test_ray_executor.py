@@ -54,11 +54,12 @@ def _kill_one_worker_mid_cell(uri: str, killed: list[str], stop: threading.Event
 @pytest.mark.slow
 def test_ray_matches_the_local_executor_and_retries_a_killed_worker(tmp_path: Path) -> None:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MEDBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    environment.pop("MEDBENCH_SHARE_CHECKPOINTS", None)
     command = [sys.executable, "-m", "medbench", "run", *MATRIX]
     local = f"sqlite:///{tmp_path / 'local.db'}"
-    reference = subprocess.run(
+    reference = subprocess.run(  # in tmp_path: the SQLite store's artifact root is ./mlruns
         [*command, "--tracking-uri", local], env=environment, capture_output=True, text=True, timeout=900,
-        check=False,
+        check=False, cwd=tmp_path,
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr[-3000:]
 
@@ -70,7 +71,7 @@ def test_ray_matches_the_local_executor_and_retries_a_killed_worker(tmp_path: Pa
     try:
         result = subprocess.run(
             [*command, "--executor", "ray", "--tracking-uri", uri], env=environment, capture_output=True,
-            text=True, timeout=1200, check=False,
+            text=True, timeout=1200, check=False, cwd=tmp_path,
         )  # fmt: skip
     finally:
         stop.set()
@@ -94,3 +95,5 @@ def test_ray_matches_the_local_executor_and_retries_a_killed_worker(tmp_path: Pa
         }
 
     assert metrics(finished) == metrics(_cells(local)), "the same metrics as the local executor"
+    shared = {path.parent.parent.name for path in (tmp_path / "mlruns").rglob("checkpoints/*/*/meta.json")}
+    assert len(shared) == 2, "both models shared (cached by the local run: uploaded on first use)"
