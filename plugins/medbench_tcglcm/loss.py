@@ -7,7 +7,7 @@ these distances over the batch (an L∞ norm over the batch).
 
 SOT features: the five of the paper (ASM, contrast, homogeneity, correlation,
 dissimilarity) at distance 3 for the 8 orientations k·45°, so n = 40 per image, computed
-on a **soft** GLCM (:func:`medbench_tcglcm.glcm.soft_memberships`) so that gradients flow to
+on a **soft** GLCM (:func:`medbench_tcglcm.glcm.soft_cooccurrence`) so that gradients flow to
 the colorized image.
 
 Normalisation ("all the 40 features are normalized in the same range"): each feature is
@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from medbench_tcglcm.glcm import cooccurrence, soft_memberships, texture_features
+from medbench_tcglcm.glcm import soft_cooccurrence, texture_features
 
 PAPER_FEATURES = ("ASM", "contrast", "homogeneity", "correlation", "dissimilarity")
 PAPER_ANGLES = tuple(k * math.pi / 4 for k in range(8))
@@ -84,8 +84,7 @@ def second_order_texture(
 
     Ordered feature-major (the 5 features of :data:`PAPER_FEATURES`, each for every angle).
     """
-    memberships = soft_memberships(gray.clamp(0, 1), levels, sigma)
-    glcm = cooccurrence(memberships, [distance], list(angles), symmetric=True, normed=True)
+    glcm = soft_cooccurrence(gray.clamp(0, 1), levels, [distance], list(angles), sigma=sigma)
     features = texture_features(glcm, PAPER_FEATURES)[:, :, 0, :]  # (B, 5, n_angles)
     return normalise_features(features, PAPER_FEATURES, levels).flatten(1)
 

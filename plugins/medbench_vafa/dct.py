@@ -4,7 +4,10 @@ VAFA (paper 003) quantises the 3-D DCT of every ``8³`` (or ``32³``) block of a
 reference code uses ``torch_dct.dct_3d(x, norm='ortho')``, which equals
 ``scipy.fft.dctn(x, type=2, norm='ortho')`` over the last three dims; here the same transform is
 one product with the (cached) orthonormal DCT-II matrix per axis, so it works for any size, any
-leading dims, any device and under autograd, without an FFT.
+leading dims, any device and under autograd, without an FFT. Each product views the tensor as
+``(before, n, after)`` around the transformed axis, so it runs on contiguous memory without
+permutes; :func:`blockwise_dct` transforms the blocks where they lie in the volume (a run of ``n``
+entries along an axis is one block's row) and splits the blocks once at the end.
 
 Blocks are ordered like ``monai.data.utils.dense_patch_slices(image_size, block, block)``, i.e.
 C order over the block grid (the first spatial dim varies slowest), as the reference's
@@ -84,14 +87,32 @@ def _normalize_dims(dims: Sequence[int], ndim: int) -> list[int]:
     return normalized
 
 
-def _transform(x: Tensor, dims: Sequence[int], *, inverse: bool) -> Tensor:
+def _along(x: Tensor, dim: int, operator: Tensor) -> Tensor:
+    """Apply ``operator`` (``n × n``) to every run of ``n`` consecutive entries along ``dim`` (>= 0).
+
+    ``x`` is viewed as ``(before, n, after)`` with the runs in the middle, so the product reads and
+    writes contiguous memory and needs no permute; ``x.shape[dim]`` is a multiple of ``n``.
+    """
+    n = operator.shape[0]
+    after = math.prod(x.shape[dim + 1 :])
+    if after == 1:
+        return (x.reshape(-1, n) @ operator.T).reshape(x.shape)
+    return torch.matmul(operator, x.reshape(-1, n, after)).reshape(x.shape)
+
+
+def _transform(
+    x: Tensor, dims: Sequence[int], *, inverse: bool, lengths: Sequence[int] | None = None
+) -> Tensor:
+    """DCT (or inverse) over ``dims``; with ``lengths``, of each run of ``lengths[i]`` along ``dims[i]``."""
     if not x.is_floating_point():
         raise TypeError(f"the DCT needs a floating-point tensor, got {x.dtype}")
+    normalized = _normalize_dims(dims, x.ndim)
+    lengths = [x.shape[dim] for dim in normalized] if lengths is None else lengths
     out = x
-    for dim in _normalize_dims(dims, x.ndim):
-        matrix = dct_matrix(x.shape[dim], device=x.device, dtype=x.dtype)
-        # Along the last axis: forward y = x @ M.T, inverse x = y @ M.
-        out = torch.movedim(torch.movedim(out, dim, -1) @ (matrix if inverse else matrix.T), -1, dim)
+    for dim, length in zip(normalized, lengths, strict=True):
+        matrix = dct_matrix(length, device=x.device, dtype=x.dtype)
+        # Forward y = M x along the axis; inverse x = Mᵀ y.
+        out = _along(out, dim, matrix.T if inverse else matrix)
     return out
 
 
@@ -149,6 +170,14 @@ def _grid(spatial: Sequence[int], block: Sequence[int]) -> list[int]:
     return [s // b for s, b in zip(spatial, block, strict=True)]
 
 
+def _block_grid(x: Tensor, block: Sequence[int]) -> list[int]:
+    """The block grid of the last ``len(block)`` dims of ``x``, checked."""
+    k = len(block)
+    if k == 0 or x.ndim < k:
+        raise ValueError(f"cannot split a {x.ndim}-D tensor into {k}-D blocks")
+    return _grid(x.shape[x.ndim - k :], block)
+
+
 def block_split(x: Tensor, block: tuple[int, ...]) -> Tensor:
     """Cut the last ``len(block)`` dims of ``x`` into non-overlapping blocks.
 
@@ -163,11 +192,9 @@ def block_split(x: Tensor, block: tuple[int, ...]) -> Tensor:
     Raises:
         ValueError: If ``x`` has fewer dims than ``block`` or a spatial size is not divisible.
     """
+    grid = _block_grid(x, block)
     k = len(block)
-    if k == 0 or x.ndim < k:
-        raise ValueError(f"cannot split a {x.ndim}-D tensor into {k}-D blocks")
-    lead, spatial = x.shape[: x.ndim - k], x.shape[x.ndim - k :]
-    grid = _grid(spatial, block)
+    lead = x.shape[: x.ndim - k]
     interleaved = [size for pair in zip(grid, block, strict=True) for size in pair]
     m = len(lead)
     # (*lead, n0, b0, n1, b1, ...) -> (*lead, n0, n1, ..., b0, b1, ...)
@@ -205,18 +232,25 @@ def block_merge(blocks: Tensor, spatial: tuple[int, ...]) -> Tensor:
 def blockwise_dct(x: Tensor, block: tuple[int, ...]) -> Tensor:
     """Split ``x`` into blocks (:func:`block_split`) and take the DCT of each block.
 
+    The blocks are transformed in place in ``x``'s layout (one contiguous product per axis), and
+    split once at the end.
+
     Args:
         x: Tensor of shape ``(*lead, *spatial)``.
         block: Block size, one entry per spatial dim.
 
     Returns:
         Coefficients of shape ``(*lead, n_blocks, *block)``.
+
+    Raises:
+        ValueError: If ``x`` has fewer dims than ``block`` or a spatial size is not divisible.
     """
-    return dct(block_split(x, block), range(-len(block), 0))
+    _block_grid(x, block)
+    return block_split(_transform(x, range(-len(block), 0), inverse=False, lengths=block), block)
 
 
 def blockwise_idct(coeffs: Tensor, spatial: tuple[int, ...]) -> Tensor:
-    """Inverse of :func:`blockwise_dct`: inverse DCT of each block, then :func:`block_merge`.
+    """Inverse of :func:`blockwise_dct`: :func:`block_merge`, then the inverse DCT of each block.
 
     Args:
         coeffs: Coefficients of shape ``(*lead, n_blocks, *block)``.
@@ -225,4 +259,6 @@ def blockwise_idct(coeffs: Tensor, spatial: tuple[int, ...]) -> Tensor:
     Returns:
         Tensor of shape ``(*lead, *spatial)``.
     """
-    return block_merge(idct(coeffs, range(-len(spatial), 0)), spatial)
+    k = len(spatial)
+    block = tuple(coeffs.shape[coeffs.ndim - k :])
+    return _transform(block_merge(coeffs, spatial), range(-k, 0), inverse=True, lengths=block)

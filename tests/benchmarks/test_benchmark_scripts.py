@@ -140,6 +140,7 @@ def test_kernels_prints_and_writes_the_timings(runs: dict[str, Run]) -> None:
         "medbench soft fwd+bwd",
         "medbench hard",
         "scikit-image",
+        "soft GLCM float32 vs float64",
         "medbench blockwise_dct",
         "scipy.fft.dctn",
     ):
@@ -151,6 +152,7 @@ def test_kernels_prints_and_writes_the_timings(runs: dict[str, Run]) -> None:
     assert set(glcm["timings"]) == {"medbench soft", "medbench soft fwd+bwd", "medbench hard", "scikit-image"}
     assert glcm["timings"]["medbench soft"]["speedup_vs_skimage"] > 0
     assert glcm["hard_vs_skimage_max_abs_diff"] < 1e-9
+    assert glcm["soft_float32_vs_float64_max_rel_diff"] < 1e-4
     assert dct["config"]["block"] == [8, 8, 8]
     assert dct["timings"]["medbench blockwise_dct"]["speedup_vs_scipy"] > 0
     assert dct["max_abs_diff"] < 1e-4

@@ -119,6 +119,21 @@ def test_blockwise_dct_equals_scipy_per_block() -> None:
     np.testing.assert_allclose(blockwise_idct(coeffs, spatial).numpy(), x, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("shape", "block"), [((2, 3, 6, 9), (3, 3)), ((1, 2, 16, 8, 24), (8, 8, 8)), ((3, 10), (5,))]
+)
+def test_blockwise_dct_equals_the_dct_of_the_split_blocks(
+    shape: tuple[int, ...], block: tuple[int, ...]
+) -> None:
+    x = torch.from_numpy(_random(shape, 5))
+    dims = range(-len(block), 0)
+    coeffs = blockwise_dct(x, block)
+    torch.testing.assert_close(coeffs, dct(block_split(x, block), dims), rtol=0, atol=1e-12)
+    torch.testing.assert_close(blockwise_idct(coeffs, shape[-len(block) :]), x, rtol=0, atol=1e-12)
+    float32 = blockwise_dct(x.float(), block)
+    torch.testing.assert_close(float32, coeffs.float(), rtol=0, atol=1e-5)
+
+
 def test_non_divisible_size_raises() -> None:
     with pytest.raises(ValueError, match=r"spatial size \(6, 7\) is not divisible by block size \(3, 2\)"):
         block_split(torch.zeros(1, 6, 7), (3, 2))
