@@ -78,7 +78,9 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     multiple=True,
     help="Defense name(s); chains as outer+inner; inline settings as name[key=value,...].",
 )
-@click.option("--attack", "attacks", multiple=True, help="Attack name(s).")
+@click.option(
+    "--attack", "attacks", multiple=True, help="Attack name(s); inline settings as name[key=value,...]."
+)
 @click.option(
     "--eps",
     "eps",
@@ -248,10 +250,12 @@ def run(ctx: click.Context, **options: Any) -> None:
     )
     console = Console(stderr=True)
     console.print(
-        f"medbench {__version__}: {len(plan.cells)} cells on {plan.dataset.name} "
-        f"({plan.n_eval} test samples) on {device}; "
-        + "; ".join(
-            f"{name} {plan.attacks[name].budget_name}={plan.budget_text(name)}" for name in plan.budgets
+        escape(
+            f"medbench {__version__}: {len(plan.cells)} cells on {plan.dataset.name} "
+            f"({plan.n_eval} test samples) on {device}; "
+            + "; ".join(
+                f"{name} {plan.attacks[name].budget_name}={plan.budget_text(name)}" for name in plan.budgets
+            )
         )
     )
     tracker = Tracker(resolve_tracking_uri(options["tracking_uri"]), plan.experiment)

@@ -311,11 +311,15 @@ def plan_matrix(
             "(is the plugin 'art' disabled?)"
         )
 
-    attacks: dict[str, Attack] = {}
-    for name in spec.attacks:
-        attack = registries.attacks.get(name).configured(spec.plugin_settings("attack", name))
+    attacks: dict[str, Attack] = {}  # by label: ``pgd``, or a variant such as ``pgd[max_iter=50]``
+    for element in spec.attacks:
+        name, variant = parse_variant(element)
+        attack = registries.attacks.get(name).configured({**spec.plugin_settings("attack", name), **variant})
         _check_task("attack", name, attack.tasks, task)
-        attacks[name] = attack
+        label = variant_label(name, variant)
+        if label in attacks:
+            raise UsageError(f"attack {label!r} is listed twice")
+        attacks[label] = attack
 
     known_budget_names = set(attacks) | {a.budget_name for a in attacks.values()}
     registered = registries.attacks.names()
@@ -351,7 +355,7 @@ def plan_matrix(
     if surrogate is not None:
         involved |= {registries.models.owner(surrogate.model_name)}
         involved |= {registries.defenses.owner(d.name) for d in surrogate.chain}
-    involved |= {registries.attacks.owner(n) for n in attacks}
+    involved |= {registries.attacks.owner(a.name) for a in attacks.values()}
     versions = {info.name: info.version for info in host.infos if info.name in involved}
 
     plan = MatrixPlan(
@@ -1104,7 +1108,9 @@ class MatrixRunner:
             "eval_batch_size": plan.spec.eval_batch_size,
             **Acceleration.of(plan.spec).params(),
         }
-        params.update({f"budgets.{name}": plan.budget_text(name) for name in plan.budgets})
+        # by plugin name: MLflow keys cannot hold a variant's brackets, and the variants of one
+        # attack share its budgets (they are resolved by plugin and budget name)
+        params.update({f"budgets.{plan.attacks[name].name}": plan.budget_text(name) for name in plan.budgets})
         params.update({f"training.{k}": v for k, v in vars(plan.spec.training).items()})
         return params
 

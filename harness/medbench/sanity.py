@@ -39,6 +39,12 @@ BLACK_BOX_ATTACKS = frozenset({"square", "hsj"})
 
 GRADIENT_THREAT_MODELS = frozenset({"linf", "l2"})
 
+
+def _plugin(attack_label: str) -> str:
+    """The attack plugin behind a cell's label: ``pgd[max_iter=50]`` → ``pgd``."""
+    return attack_label.partition("[")[0]
+
+
 CHECKS: tuple[str, ...] = (
     "non-monotone",
     "single-step-stronger",
@@ -192,14 +198,16 @@ def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:
     tol = tolerance(row)
     direct = [c for c in row if c.threat == "direct"]
     white_box = [
-        c for c in direct if c.threat_model in GRADIENT_THREAT_MODELS and c.attack not in BLACK_BOX_ATTACKS
+        c
+        for c in direct
+        if c.threat_model in GRADIENT_THREAT_MODELS and _plugin(c.attack) not in BLACK_BOX_ATTACKS
     ]
     flags = _non_monotone(row, metric, tol)
     for single, iterative in SINGLE_STEP_VERSIONS.items():
         flags += _stronger_than(
             "single-step-stronger",
-            [c for c in direct if c.attack == single],
-            [c for c in direct if c.attack in iterative],
+            [c for c in direct if _plugin(c.attack) == single],
+            [c for c in direct if _plugin(c.attack) in iterative],
             metric,
             tol,
             "single step",
@@ -213,7 +221,7 @@ def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:
         "random noise",
         same_norm=False,
     )
-    black_box = [c for c in row if c.threat == "transfer" or c.attack in BLACK_BOX_ATTACKS]
+    black_box = [c for c in row if c.threat == "transfer" or _plugin(c.attack) in BLACK_BOX_ATTACKS]
     flags += _stronger_than("black-box-stronger", black_box, white_box, metric, tol, "black box")
     return flags + _group_checks(row)
 

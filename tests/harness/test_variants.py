@@ -88,3 +88,62 @@ def test_chain_labels_show_the_settings_that_differ_from_the_defaults() -> None:
     chain = [FGSMAdversarialTraining().configured({"random_start": "true"})]
     assert chain_label(chain) == "at-fgsm[random_start=True]"
     assert chain_label([StandardTraining()]) == "none"
+
+
+def test_two_variants_of_one_attack_run_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        "run",
+        "--dataset",
+        "phantom2d",
+        "--set",
+        "dataset.phantom2d.n_samples=240",
+        "--set",
+        "dataset.phantom2d.image_size=32",
+        "--epochs",
+        "1",
+        "--n-eval",
+        "16",
+        "--defense",
+        "none",
+        "--attack",
+        "fgsm,pgd,pgd[max_iter=1,step_ratio=0.5]",
+        "--eps",
+        "8/255",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "attack-variants",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("attack-variants")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`medbench.role` = 'cell'")
+    by_attack = {run.data.params["attack"]: run for run in runs}
+    assert set(by_attack) == {"fgsm", "pgd", "pgd[max_iter=1,step_ratio=0.5]"}
+    assert by_attack["pgd"].data.params["attack.max_iter"] == "10"
+    assert by_attack["pgd[max_iter=1,step_ratio=0.5]"].data.params["attack.max_iter"] == "1"
+    keys = {run.data.tags["medbench.cell_key"] for run in runs}
+    assert len(keys) == 3, "each variant is its own cell"
+    variant, full = by_attack["pgd[max_iter=1,step_ratio=0.5]"], by_attack["pgd"]
+    assert variant.data.metrics["robust_accuracy"] >= full.data.metrics["robust_accuracy"]
+
+
+def test_attack_variants_get_the_same_errors_as_defense_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad, message in (
+        ("pgd[max_itr=3]", "did you mean 'max_iter'"),
+        ("pgd[max_iter=3", "malformed"),
+        ("pgd,pgd[]", "malformed"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["run", "--attack", bad])
+        assert exit_info.value.code == 2, bad
+        assert message in capsys.readouterr().err, bad
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--attack", "pgd[max_iter=3],pgd[ max_iter = 3 ]"])
+    assert exit_info.value.code == 2
+    assert "listed twice" in capsys.readouterr().err
