@@ -316,10 +316,7 @@ def plan_matrix(
         name, variant = parse_variant(element)
         attack = registries.attacks.get(name).configured({**spec.plugin_settings("attack", name), **variant})
         _check_task("attack", name, attack.tasks, task)
-        label = variant_label(name, variant)
-        if label in attacks:
-            raise UsageError(f"attack {label!r} is listed twice")
-        attacks[label] = attack
+        attacks.setdefault(variant_label(name, variant), attack)  # one cell per label, however spelt
 
     known_budget_names = set(attacks) | {a.budget_name for a in attacks.values()}
     registered = registries.attacks.names()

@@ -143,7 +143,3 @@ def test_attack_variants_get_the_same_errors_as_defense_variants(capsys: pytest.
             main(["run", "--attack", bad])
         assert exit_info.value.code == 2, bad
         assert message in capsys.readouterr().err, bad
-    with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--attack", "pgd[max_iter=3],pgd[ max_iter = 3 ]"])
-    assert exit_info.value.code == 2
-    assert "listed twice" in capsys.readouterr().err
