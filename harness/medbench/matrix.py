@@ -313,10 +313,8 @@ def plan_matrix(
 
     attacks: dict[str, Attack] = {}  # by label: ``pgd``, or a variant such as ``pgd[max_iter=50]``
     for element in spec.attacks:
-        name, variant = parse_variant(element)
-        attack = registries.attacks.get(name).configured({**spec.plugin_settings("attack", name), **variant})
-        _check_task("attack", name, attack.tasks, task)
-        attacks.setdefault(variant_label(name, variant), attack)  # one cell per label, however spelt
+        label, attack = _resolve_variant("attack", element, spec, host, task)
+        attacks.setdefault(label, attack)  # one cell per label, however spelt
 
     known_budget_names = set(attacks) | {a.budget_name for a in attacks.values()}
     registered = registries.attacks.names()
@@ -384,19 +382,24 @@ def _resolve_model(name: str, spec: RunSpec, host: PluginHost, dataset: Dataset)
     return model
 
 
+def _resolve_variant(kind: str, element: str, spec: RunSpec, host: PluginHost, task: str) -> tuple[str, Any]:
+    """The canonical label and the configured plugin of ``name`` or ``name[key=value,...]``.
+
+    The inline settings override the run's (``--set``) settings of that plugin.
+    """
+    name, variant = parse_variant(element)
+    registry = host.registries.attacks if kind == "attack" else host.registries.defenses
+    plugin = registry.get(name).configured({**spec.plugin_settings(kind, name), **variant})
+    _check_task(kind, name, plugin.tasks, task)
+    return variant_label(name, variant), plugin
+
+
 def _resolve_chain(chain_name: str, spec: RunSpec, host: PluginHost, task: str) -> tuple[str, list[Defense]]:
     """The label and the configured defenses of ``outer+inner[key=value]`` chains."""
-    chain = []
-    labels = []
-    for element in split_chain(chain_name):
-        name, variant = parse_variant(element)
-        settings = {**spec.plugin_settings("defense", name), **variant}
-        defense = host.registries.defenses.get(name).configured(settings)
-        _check_task("defense", name, defense.tasks, task)
-        chain.append(defense)
-        labels.append(variant_label(name, variant))
+    resolved = [_resolve_variant("defense", element, spec, host, task) for element in split_chain(chain_name)]
+    chain: list[Defense] = [defense for _, defense in resolved]
     check_chain(chain)
-    return CHAIN_SEPARATOR.join(labels), chain
+    return CHAIN_SEPARATOR.join(label for label, _ in resolved), chain
 
 
 def _resolve_surrogate(spec: RunSpec, host: PluginHost, dataset: Dataset) -> Surrogate:

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from medbench.defending import parse_variant
 from medbench.leaderboard.records import CellRecord
 
 SINGLE_STEP_VERSIONS: dict[str, tuple[str, ...]] = {"fgsm": ("bim", "pgd", "mifgsm")}
@@ -42,7 +43,7 @@ GRADIENT_THREAT_MODELS = frozenset({"linf", "l2"})
 
 def _plugin(attack_label: str) -> str:
     """The attack plugin behind a cell's label: ``pgd[max_iter=50]`` → ``pgd``."""
-    return attack_label.partition("[")[0]
+    return parse_variant(attack_label)[0]
 
 
 CHECKS: tuple[str, ...] = (
