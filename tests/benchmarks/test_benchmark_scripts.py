@@ -6,17 +6,12 @@ Both scripts start at once (each takes a few seconds, mostly importing torch and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
+from benchmark_runner import BENCHMARKS, ScriptRun, script_env
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
 TIMEOUT_S = 50
 ATTACK_ROWS = (
     "(a) medbench matrix path",
@@ -40,24 +35,10 @@ ROW_FIELDS = {
 }
 
 
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    payload: dict[str, Any]
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ScriptRun]:
     directory = tmp_path_factory.mktemp("benchmarks")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key
-        not in {"MEDBENCH_PLUGINS_ALLOW", "MEDBENCH_DISABLE_PLUGINS", "MEDBENCH_DISABLE_PLUGIN_AUTOLOAD"}
-    }
-    env.update({"OMP_NUM_THREADS": "1", "MEDBENCH_CACHE_DIR": str(directory / "cache")})
+    env = script_env(directory)
     commands = {
         "attack": [
             str(BENCHMARKS / "attack_throughput.py"),
@@ -86,11 +67,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
             pytest.fail(f"benchmarks/{commands[name][0]} --tiny took more than {TIMEOUT_S} s")
         path = directory / f"{name}.json"
         payload = json.loads(path.read_text()) if path.exists() else {}
-        results[name] = Run(process.returncode, stdout, stderr, payload)
+        results[name] = ScriptRun(process.returncode, stdout, stderr, payload)
     return results
 
 
-def test_attack_throughput_prints_every_row(runs: dict[str, Run]) -> None:
+def test_attack_throughput_prints_every_row(runs: dict[str, ScriptRun]) -> None:
     run = runs["attack"]
     assert run.returncode == 0, run.stderr
     for attack in ("pgd", "fgsm"):
@@ -102,7 +83,7 @@ def test_attack_throughput_prints_every_row(runs: dict[str, Run]) -> None:
     assert "forward FLOPs (FlopCounterMode" in run.stdout
 
 
-def test_attack_throughput_json_has_the_fields(runs: dict[str, Run]) -> None:
+def test_attack_throughput_json_has_the_fields(runs: dict[str, ScriptRun]) -> None:
     payload = runs["attack"].payload
     assert payload["config"]["tiny"] is True
     assert payload["config"]["model"] == "smallcnn"
@@ -121,7 +102,7 @@ def test_attack_throughput_json_has_the_fields(runs: dict[str, Run]) -> None:
         assert {"max_abs_diff", "agree", "tolerance", "same_random_start"} <= set(report["agreement"])
 
 
-def test_matrix_path_and_handwritten_loop_agree(runs: dict[str, Run]) -> None:
+def test_matrix_path_and_handwritten_loop_agree(runs: dict[str, ScriptRun]) -> None:
     run = runs["attack"]
     for attack in ("pgd", "fgsm"):
         agreement = run.payload["attacks"][attack]["agreement"]
@@ -132,7 +113,7 @@ def test_matrix_path_and_handwritten_loop_agree(runs: dict[str, Run]) -> None:
     assert run.stdout.count("-> AGREE") == 2
 
 
-def test_kernels_prints_and_writes_the_timings(runs: dict[str, Run]) -> None:
+def test_kernels_prints_and_writes_the_timings(runs: dict[str, ScriptRun]) -> None:
     run = runs["kernels"]
     assert run.returncode == 0, run.stderr
     for row in (

@@ -7,34 +7,19 @@ otherwise), and the structure of its JSON.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_runner import run_script
 
 
 @pytest.mark.slow
 def test_the_budget_sweep_benchmark_runs_in_its_tiny_configuration(tmp_path: Path) -> None:
-    output = tmp_path / "sweep.json"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MEDBENCH_CACHE_DIR": str(tmp_path / "cache")}
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "budget_sweep.py"), "--tiny", "--json", str(output)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "speedup of the shared gradient" in completed.stdout
-    document = json.loads(output.read_text())
-    attack, matrix = document["attack"], document["matrix"]
+    run = run_script("budget_sweep.py", "--tiny", directory=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "speedup of the shared gradient" in run.stdout
+    attack, matrix = run.payload["attack"], run.payload["matrix"]
     assert set(attack["median_s"]) == {
         "shared craft",
         "separate craft",

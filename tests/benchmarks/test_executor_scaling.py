@@ -7,34 +7,20 @@ otherwise), and the structure of the JSON.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_runner import run_script
 
 
 @pytest.mark.slow
 def test_the_executor_scaling_benchmark_runs_in_its_tiny_configuration(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the Ray executor needs `pip install -e '.[ray]'`")
-    output = tmp_path / "scaling.json"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MEDBENCH_CACHE_DIR": str(tmp_path / "cache")}
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "executor_scaling.py"), "--tiny", "--json", str(output)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "metrics identical across executors: True" in completed.stdout
-    document = json.loads(output.read_text())
+    run = run_script("executor_scaling.py", "--tiny", directory=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "metrics identical across executors: True" in run.stdout
+    document = run.payload
     assert document["identical_metrics"] is True and document["cells"] > 0
     assert set(document["configurations"]) == {"local", "ray-1", "ray-2"}
     for name, row in document["configurations"].items():

@@ -6,48 +6,27 @@ ran real matrices with the right number of cells and that the fitted exponents a
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
+from benchmark_runner import ScriptRun, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "matrix_scaling.py"
 TIMEOUT_S = 180
 SWEEPS = {"cells": "cells", "samples": "n_eval", "pixels": "image_size**2"}
-PLUGIN_ENV = {"MEDBENCH_PLUGINS_ALLOW", "MEDBENCH_DISABLE_PLUGINS", "MEDBENCH_DISABLE_PLUGIN_AUTOLOAD"}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> ScriptRun:
     directory = tmp_path_factory.mktemp("matrix-scaling")
-    env = {key: value for key, value in os.environ.items() if key not in PLUGIN_ENV | {"MLFLOW_TRACKING_URI"}}
-    env.update({"OMP_NUM_THREADS": "1", "MEDBENCH_CACHE_DIR": str(directory / "unused-cache")})
-    path = directory / "scaling.json"
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(path)],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    payload = json.loads(path.read_text()) if path.exists() else {}
-    return completed, payload
+    arguments = ("--tiny", "--device", "cpu")
+    return run_script("matrix_scaling.py", *arguments, directory=directory, timeout=TIMEOUT_S)
 
 
 def test_prints_a_table_and_the_fits_per_sweep(
-    tiny: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+    tiny: ScriptRun,
 ) -> None:
-    completed, _ = tiny
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    out = completed.stdout
+    assert tiny.returncode == 0, tiny.stderr[-3000:]
+    out = tiny.stdout
     assert "fixed configuration: medbench run --suite smoke --model smallcnn" in out
     for name in SWEEPS:
         assert f"sweep {name}: x = " in out, name
@@ -57,9 +36,9 @@ def test_prints_a_table_and_the_fits_per_sweep(
 
 
 def test_json_has_the_points_and_finite_exponents(
-    tiny: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+    tiny: ScriptRun,
 ) -> None:
-    _, payload = tiny
+    payload = tiny.payload
     config = payload["config"]
     assert config["tiny"] is True and config["device"] == "cpu" and config["repeats"] == 1
     assert set(payload["sweeps"]) == set(SWEEPS)

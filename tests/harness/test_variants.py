@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from medbench.cli import main
 from medbench.defending import parse_variant, split_chain, variant_label
@@ -34,39 +35,28 @@ def test_malformed_variants_are_usage_errors(bad: str) -> None:
         parse_variant(bad)
 
 
+def _cell_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *, defense: str, attack: str, eps: str
+) -> list[Run]:
+    """Run a tiny matrix through the CLI and return its cell runs from MLflow."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tiny = ["--dataset", "phantom2d", "--set", "dataset.phantom2d.n_samples=240"]
+    tiny += ["--set", "dataset.phantom2d.image_size=32", "--epochs", "1", "--n-eval", "16"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *tiny, "--defense", defense, "--attack", attack, "--eps", eps, "--tracking-uri", uri])
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment is not None
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`medbench.role` = 'cell'")
+
+
 def test_two_variants_of_one_defense_run_side_by_side(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [
-        "run",
-        "--dataset",
-        "phantom2d",
-        "--set",
-        "dataset.phantom2d.n_samples=240",
-        "--set",
-        "dataset.phantom2d.image_size=32",
-        "--epochs",
-        "1",
-        "--n-eval",
-        "16",
-        "--defense",
-        "at-fgsm[eps=2/255],at-fgsm[eps=4/255]",
-        "--attack",
-        "fgsm",
-        "--eps",
-        "2/255",
-        "--tracking-uri",
-        uri,
-        "--experiment",
-        "variants",
-    ]
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code in (0, None), capsys.readouterr().err
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("variants")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`medbench.role` = 'cell'")
+    runs = _cell_runs(
+        tmp_path, capsys, defense="at-fgsm[eps=2/255],at-fgsm[eps=4/255]", attack="fgsm", eps="2/255"
+    )
     by_defense = {run.data.params["defense"]: run for run in runs}
     assert set(by_defense) == {"at-fgsm[eps=2/255]", "at-fgsm[eps=4/255]"}
     assert float(by_defense["at-fgsm[eps=2/255]"].data.params["defense.eps"]) == pytest.approx(2 / 255)
@@ -93,36 +83,9 @@ def test_chain_labels_show_the_settings_that_differ_from_the_defaults() -> None:
 def test_two_variants_of_one_attack_run_side_by_side(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [
-        "run",
-        "--dataset",
-        "phantom2d",
-        "--set",
-        "dataset.phantom2d.n_samples=240",
-        "--set",
-        "dataset.phantom2d.image_size=32",
-        "--epochs",
-        "1",
-        "--n-eval",
-        "16",
-        "--defense",
-        "none",
-        "--attack",
-        "fgsm,pgd,pgd[max_iter=1,step_ratio=0.5]",
-        "--eps",
-        "8/255",
-        "--tracking-uri",
-        uri,
-        "--experiment",
-        "attack-variants",
-    ]
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code in (0, None), capsys.readouterr().err
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("attack-variants")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`medbench.role` = 'cell'")
+    runs = _cell_runs(
+        tmp_path, capsys, defense="none", attack="fgsm,pgd,pgd[max_iter=1,step_ratio=0.5]", eps="8/255"
+    )
     by_attack = {run.data.params["attack"]: run for run in runs}
     assert set(by_attack) == {"fgsm", "pgd", "pgd[max_iter=1,step_ratio=0.5]"}
     assert by_attack["pgd"].data.params["attack.max_iter"] == "10"
