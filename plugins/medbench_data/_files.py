@@ -9,18 +9,20 @@ resizes one image per item instead of holding the whole release in memory (CheXp
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset as TorchDataset
 
+from medbench.api import DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import stratified_split
+from medbench_data._common import fingerprint, stratified_split
 from medbench_data.imagefolder import _resize, to_grayscale_array
 
 Fit = Literal["stretch", "crop"]
@@ -342,3 +344,76 @@ def lazy_splits(
         split.probe()
         splits.append(split)
     return splits
+
+
+class ReleaseSettings(Protocol):
+    """The settings every release with an official test list has."""
+
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def fit(self) -> Fit: ...
+    @property
+    def val_fraction(self) -> float: ...
+
+
+def official_test_bundle(
+    owner: str,
+    settings: ReleaseSettings,
+    seed: int,
+    train: tuple[Sequence[Path], np.ndarray, Sequence[str]],
+    test: tuple[Sequence[Path], np.ndarray],
+    *,
+    class_names: Sequence[str],
+    files: str,
+    hint: str,
+    train_fraction: float = 1.0,
+    multilabel: bool = False,
+) -> DatasetBundle:
+    """The splits of an X-ray release that lists its own training and test images.
+
+    Validation holds out a seeded ``settings.val_fraction`` of the training *patients*;
+    ``train_fraction`` then keeps a seeded share of the remaining training images, which are
+    shuffled by the seed, as are the listed test images. The fingerprint covers the settings,
+    the seed, the labels, the split indices and ``files`` (a :func:`files_digest`).
+
+    Args:
+        owner: The dataset plugin's name (errors and fingerprint).
+        settings: Its settings.
+        seed: Seed of the hold-out, the subsample and the orders.
+        train: Listed training files, their labels, and the patient of each.
+        test: Listed test files and their labels.
+        class_names: Names of the classes (or of the observations, when multi-label).
+        files: Digest of every listed file.
+        hint: Appended to the error about an empty split.
+        train_fraction: Share of the training images kept, in (0, 1].
+        multilabel: Whether labels are 0/1 targets ``(N, K)``.
+    """
+    train_files, train_labels, patients = train
+    test_files, test_labels = test
+    kept, val = group_holdout(patients, settings.val_fraction, seed)
+    kept = subsample(kept, train_fraction, seed)
+    kept = kept[seeded_order(len(kept), seed, 0x7A1)]
+    order = seeded_order(len(test_files), seed, 0x7E57)
+    parts = [
+        ("train", [train_files[i] for i in kept], train_labels[kept]),
+        ("val", [train_files[i] for i in val], train_labels[val]),
+        ("test", [test_files[i] for i in order], test_labels[order]),
+    ]
+    read = functools.partial(read_image, owner=owner)
+    splits = lazy_splits(owner, parts, read, settings.image_size, settings.fit, hint)
+    return DatasetBundle(
+        train=splits[0],
+        val=splits[1],
+        test=splits[2],
+        class_names=tuple(class_names),
+        input_shape=(1, settings.image_size, settings.image_size),
+        modality="xray",
+        multilabel=multilabel,
+        fingerprint=fingerprint(
+            owner,
+            settings,
+            [train_labels, test_labels, kept, val, order],
+            {"seed": seed, "files": files},
+        ),
+    )

@@ -7,7 +7,6 @@ Cardiomegaly, Consolidation, Edema, Pleural Effusion; ChestX-ray14 calls the las
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,14 @@ import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint, require_data_dir
+from medbench_data._common import require_data_dir
 from medbench_data._files import (
     Fit,
     files_digest,
     find_file,
-    group_holdout,
-    lazy_splits,
+    official_test_bundle,
     read_csv,
-    read_image,
     read_lines,
-    seeded_order,
-    subsample,
 )
 from medbench_data.chexpert import OBSERVATIONS
 
@@ -185,33 +180,21 @@ class ChestXray14(Dataset):
             lists[list_name] = (names, targets)
 
         names, targets = lists["train_val_list.txt"]
-        patients = [entries[name].get("Patient ID") or name.split("_")[0] for name in names]
-        train, val = group_holdout(patients, settings.val_fraction, seed)
-        train = subsample(train, settings.train_fraction, seed)
-        train = train[seeded_order(len(train), seed, 0x7A1)]
         test_names, test_targets = lists["test_list.txt"]
-        test = seeded_order(len(test_names), seed, 0x7E57)
-        parts = [
-            ("train", [index[names[i]] for i in train], targets[train]),
-            ("val", [index[names[i]] for i in val], targets[val]),
-            ("test", [index[test_names[i]] for i in test], test_targets[test]),
-        ]
-        read = functools.partial(read_image, owner=self.name)
-        hint = " (train_val_list.txt needs images of at least two patients, test_list.txt at least one image)"
-        splits = lazy_splits(self.name, parts, read, settings.image_size, settings.fit, hint)
-        used = [index[name] for name in names + test_names]
-        return DatasetBundle(
-            train=splits[0],
-            val=splits[1],
-            test=splits[2],
+        files = [index[name] for name in names]
+        test_files = [index[name] for name in test_names]
+        return official_test_bundle(
+            self.name,
+            settings,
+            seed,
+            (files, targets, [entries[name].get("Patient ID") or name.split("_")[0] for name in names]),
+            (test_files, test_targets),
             class_names=OBSERVATIONS,
-            input_shape=(1, settings.image_size, settings.image_size),
-            modality="xray",
-            multilabel=True,
-            fingerprint=fingerprint(
-                self.name,
-                settings,
-                [targets, test_targets, train, val, test],
-                {"seed": seed, "files": files_digest(used, data_dir, self.name, data_dir)},
+            files=files_digest(files + test_files, data_dir, self.name, data_dir),
+            hint=(
+                " (train_val_list.txt needs images of at least two patients,"
+                " test_list.txt at least one image)"
             ),
+            train_fraction=settings.train_fraction,
+            multilabel=True,
         )

@@ -9,7 +9,6 @@ results: Atelectasis (U-Ones), Cardiomegaly (U-Zeros), Consolidation (U-Zeros), 
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,18 +19,14 @@ import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint, require_data_dir
+from medbench_data._common import require_data_dir
 from medbench_data._files import (
     Fit,
     ReleasePaths,
     files_digest,
-    group_holdout,
-    lazy_splits,
+    official_test_bundle,
     read_csv,
-    read_image,
     release_root,
-    seeded_order,
-    subsample,
 )
 
 OBSERVATIONS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -186,32 +181,16 @@ class CheXpert(Dataset):
             tables[csv_name] = (rows, targets, files)
 
         rows, targets, files = tables["train.csv"]
-        train, val = group_holdout([_patient(row["Path"]) for row in rows], settings.val_fraction, seed)
-        train = subsample(train, settings.train_fraction, seed)
-        train = train[seeded_order(len(train), seed, 0x7A1)]
-        test_rows, test_targets, test_files = tables["valid.csv"]
-        test = seeded_order(len(test_rows), seed, 0x7E57)
-        parts = [
-            ("train", [files[i] for i in train], targets[train]),
-            ("val", [files[i] for i in val], targets[val]),
-            ("test", [test_files[i] for i in test], test_targets[test]),
-        ]
-        read = functools.partial(read_image, owner=self.name)
-        hint = " (train.csv needs at least two patients)"
-        splits = lazy_splits(self.name, parts, read, settings.image_size, settings.fit, hint)
-        digest = files_digest(files + test_files, root.parent, self.name, root)
-        return DatasetBundle(
-            train=splits[0],
-            val=splits[1],
-            test=splits[2],
+        _, test_targets, test_files = tables["valid.csv"]
+        return official_test_bundle(
+            self.name,
+            settings,
+            seed,
+            (files, targets, [_patient(row["Path"]) for row in rows]),
+            (test_files, test_targets),
             class_names=OBSERVATIONS,
-            input_shape=(1, settings.image_size, settings.image_size),
-            modality="xray",
+            files=files_digest(files + test_files, root.parent, self.name, root),
+            hint=" (train.csv needs at least two patients)",
+            train_fraction=settings.train_fraction,
             multilabel=True,
-            fingerprint=fingerprint(
-                self.name,
-                settings,
-                [targets, test_targets, train, val, test],
-                {"seed": seed, "files": digest},
-            ),
         )

@@ -8,7 +8,6 @@ set), as "a simple binary classification problem", at the 320 × 320 input of it
 from __future__ import annotations
 
 import csv
-import functools
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -16,17 +15,14 @@ import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
 from medbench.errors import UsageError
-from medbench_data._common import fingerprint, require_data_dir
+from medbench_data._common import require_data_dir
 from medbench_data._files import (
     Fit,
     ReleasePaths,
     files_digest,
-    group_holdout,
-    lazy_splits,
-    read_image,
+    official_test_bundle,
     read_lines,
     release_root,
-    seeded_order,
 )
 
 BODY_PART = "XR_SHOULDER"
@@ -131,29 +127,14 @@ class MURAShoulder(Dataset):
 
         listed, labels, files = tables["train_image_paths.csv"]
         patients = [PurePosixPath(p).parts[-3] if len(PurePosixPath(p).parts) >= 3 else p for p in listed]
-        train, val = group_holdout(patients, settings.val_fraction, seed)
-        train = train[seeded_order(len(train), seed, 0x7A1)]
         _, test_labels, test_files = tables["valid_image_paths.csv"]
-        test = seeded_order(len(test_files), seed, 0x7E57)
-        parts = [
-            ("train", [files[i] for i in train], labels[train]),
-            ("val", [files[i] for i in val], labels[val]),
-            ("test", [test_files[i] for i in test], test_labels[test]),
-        ]
-        read = functools.partial(read_image, owner=self.name)
-        hint = " (train_image_paths.csv needs shoulder images of at least two patients)"
-        splits = lazy_splits(self.name, parts, read, settings.image_size, settings.fit, hint)
-        return DatasetBundle(
-            train=splits[0],
-            val=splits[1],
-            test=splits[2],
+        return official_test_bundle(
+            self.name,
+            settings,
+            seed,
+            (files, labels, patients),
+            (test_files, test_labels),
             class_names=CLASS_NAMES,
-            input_shape=(1, settings.image_size, settings.image_size),
-            modality="xray",
-            fingerprint=fingerprint(
-                self.name,
-                settings,
-                [labels, test_labels, train, val, test],
-                {"seed": seed, "files": files_digest(files + test_files, root.parent, self.name, root)},
-            ),
+            files=files_digest(files + test_files, root.parent, self.name, root),
+            hint=" (train_image_paths.csv needs shoulder images of at least two patients)",
         )

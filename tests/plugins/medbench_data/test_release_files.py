@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from medbench.api import DatasetBundle
 from medbench.errors import UsageError
 from medbench_data._files import (
     ReleasePaths,
     files_digest,
     group_holdout,
+    official_test_bundle,
     read_csv,
     resize_square,
     stratified_group_split,
@@ -86,3 +90,46 @@ def test_read_csv_and_resize(tmp_path: Path) -> None:
     assert resize_square(wide, 4, "crop").min() == 1.0
     stretched = resize_square(wide, 4, "stretch")
     assert stretched.shape == (4, 4) and stretched[:, 0].max() < 0.5
+
+
+@dataclass(frozen=True)
+class _ReleaseSettings:
+    image_size: int = 8
+    fit: str = "stretch"
+    val_fraction: float = 0.25
+
+
+def test_official_test_bundle_holds_out_patients_and_keeps_the_test_list(tmp_path: Path) -> None:
+    files = []
+    for index in range(26):  # 20 training images of 8 patients, then 6 listed test images
+        path = tmp_path / f"image{index}.png"
+        Image.fromarray(np.full((10, 12), index * 9, np.uint8)).save(path)
+        files.append(path)
+    train_files, test_files = files[:20], files[20:]
+    labels = np.arange(26, dtype=np.int64) % 2
+    patients = [f"p{i % 8}" for i in range(20)]
+    digest = files_digest(files, tmp_path, "release", tmp_path)
+
+    def bundle(seed: int, train_fraction: float = 1.0) -> DatasetBundle:
+        return official_test_bundle(
+            "release",
+            _ReleaseSettings(),
+            seed,
+            (train_files, labels[:20], patients),
+            (test_files, labels[20:]),
+            class_names=["a", "b"],
+            files=digest,
+            hint="",
+            train_fraction=train_fraction,
+        )
+
+    first = bundle(0)
+    train_patients = {patients[train_files.index(path)] for path in first.train.paths}
+    val_patients = {patients[train_files.index(path)] for path in first.val.paths}
+    assert len(val_patients) == 2 and not train_patients & val_patients
+    assert len(first.train) + len(first.val) == 20
+    assert sorted(map(str, first.test.paths)) == sorted(map(str, test_files)), "the test list is kept whole"
+    assert [labels[files.index(path)] for path in first.test.paths] == first.test.labels.tolist()
+    assert first.input_shape == (1, 8, 8) and first.modality == "xray" and not first.multilabel
+    assert bundle(0).fingerprint == first.fingerprint and bundle(1).fingerprint != first.fingerprint
+    assert len(bundle(0, train_fraction=0.5).train) == round(len(first.train) / 2)
