@@ -17,7 +17,7 @@ from torch.nn.functional import cross_entropy
 
 from medbench.api import ALL_TASKS, DefendedModel, Defense, DefenseContext
 from medbench.training import default_loss
-from medbench_art.pgd_torch import Criterion
+from medbench_art.pgd_torch import Criterion, pgd_linf
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,3 +63,35 @@ class AdversarialTraining(Defense):
             return self.perturb(lambda z: ctx.logits(model, z), x, y, generator, criterion)
 
         ctx.train(defended, perturb=perturb)
+
+
+class LinfAdversarialTraining(AdversarialTraining):
+    """An ``at-*`` defense whose batches are L∞ steps of ``step_ratio``·ε (FGSM, BIM, PGD).
+
+    Its settings have ``eps`` and ``step_ratio``; :meth:`linf_steps` says the rest.
+    """
+
+    @abstractmethod
+    def linf_steps(self) -> tuple[int, bool]:
+        """How many steps the training attack takes, and whether it starts at a random point."""
+
+    def perturb(
+        self,
+        logits: Logits,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        loss: Criterion = cross_entropy,
+    ) -> torch.Tensor:
+        steps, random_start = self.linf_steps()
+        return pgd_linf(
+            logits,
+            x,
+            y,
+            eps=self.settings.eps,
+            eps_step=self.settings.step_ratio * self.settings.eps,
+            steps=steps,
+            random_start=random_start,
+            generator=generator,
+            loss=loss,
+        )

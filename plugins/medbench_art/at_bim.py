@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch.nn.functional import cross_entropy
-
-from medbench_art._adversarial_training import AdversarialTraining, Logits, check_linf_settings
-from medbench_art.pgd_torch import Criterion, pgd_linf
+from medbench_art._adversarial_training import LinfAdversarialTraining, check_linf_settings
 
 
-class BIMAdversarialTraining(AdversarialTraining):
+class BIMAdversarialTraining(LinfAdversarialTraining):
     """Trains on BIM examples only: PGD without random start (ART's definition of BIM)."""
 
     name = "at-bim"
@@ -34,22 +30,5 @@ class BIMAdversarialTraining(AdversarialTraining):
         def validate(self) -> None:
             check_linf_settings(self.eps, self.max_iter, self.step_ratio)
 
-    def perturb(
-        self,
-        logits: Logits,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        generator: torch.Generator,
-        loss: Criterion = cross_entropy,
-    ) -> torch.Tensor:
-        s = self.settings
-        return pgd_linf(
-            logits,
-            x,
-            y,
-            eps=s.eps,
-            eps_step=s.step_ratio * s.eps,
-            steps=s.max_iter,
-            random_start=False,
-            loss=loss,
-        )
+    def linf_steps(self) -> tuple[int, bool]:
+        return self.settings.max_iter, False

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch.nn.functional import cross_entropy
-
-from medbench_art._adversarial_training import AdversarialTraining, Logits, check_linf_settings
-from medbench_art.pgd_torch import Criterion, pgd_linf
+from medbench_art._adversarial_training import LinfAdversarialTraining, check_linf_settings
 
 
-class FGSMAdversarialTraining(AdversarialTraining):
+class FGSMAdversarialTraining(LinfAdversarialTraining):
     """Trains on single-step FGSM examples only.
 
     With ``random_start`` and ``step_ratio=1.25`` it becomes Wong et al.'s "fast"
@@ -41,23 +37,5 @@ class FGSMAdversarialTraining(AdversarialTraining):
             if self.step_ratio > 2:
                 raise ValueError("step_ratio must be in (0, 2]")
 
-    def perturb(
-        self,
-        logits: Logits,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        generator: torch.Generator,
-        loss: Criterion = cross_entropy,
-    ) -> torch.Tensor:
-        s = self.settings
-        return pgd_linf(
-            logits,
-            x,
-            y,
-            eps=s.eps,
-            eps_step=s.step_ratio * s.eps,
-            steps=1,
-            random_start=s.random_start,
-            generator=generator,
-            loss=loss,
-        )
+    def linf_steps(self) -> tuple[int, bool]:
+        return 1, self.settings.random_start
