@@ -115,6 +115,8 @@ class DatasetBundle:
     input_shape: tuple[int, ...]
     task: Task = "classification"
     modality: str = "unknown"
+    """The imaging modality, lowercase: ``ct``, ``mri``, ``xray``, ``ultrasound``, ``dermoscopy``,
+    ``synthetic-ct``... (descriptive; nothing depends on it)."""
     fingerprint: str = ""
     """A stable hash of the data and its preprocessing; changes whenever the data do."""
     multilabel: bool = False

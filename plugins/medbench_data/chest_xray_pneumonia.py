@@ -37,7 +37,7 @@ class ChestXrayPneumonia(BalancedFolderDataset):
         "Kermany chest X-ray (Kaggle chest_xray), normal vs pneumonia, balanced (paper 000; --data-dir)"
     )
     layout = LAYOUT
-    modality = "x-ray"
+    modality = "xray"
 
     @dataclass(frozen=True)
     class Settings(BalancedFolderSettings):

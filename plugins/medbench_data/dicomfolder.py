@@ -28,6 +28,13 @@ LAYOUT = (
     "DATA_DIR/<class name>/<series folder>/<slice>.dcm"
 )
 
+DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "CR": "xray", "DX": "xray", "US": "ultrasound"}
+"""The bundle's ``modality`` for a DICOM ``Modality`` code; other codes are lowercased."""
+
+
+def _modality_name(code: str) -> str:
+    return DICOM_MODALITIES.get(code, code.lower())
+
 
 @dataclass(frozen=True)
 class _Item:
@@ -148,7 +155,7 @@ class DicomFolder(Dataset):
             test=splits[2],
             class_names=tuple(folder.name for folder in classes),
             input_shape=(1, settings.image_size, settings.image_size),
-            modality=modalities[0].lower() if len(modalities) == 1 and modalities[0] else "dicom",
+            modality=_modality_name(modalities[0]) if len(modalities) == 1 and modalities[0] else "dicom",
             fingerprint=digest,
             intensity_window=bounds,
             intensity_unit="HU" if bounds is not None and all_ct else "",

@@ -195,13 +195,19 @@ def test_series_errors_name_the_folder_or_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the dicom dataset
 
 
-def _class_folders(root: Path, per_class: int = 5) -> Path:
+def _class_folders(root: Path, per_class: int = 5, modality: str = "CT") -> Path:
     for label, hu in (("lesion", 140.0), ("normal", 40.0)):
         for index in range(per_class):
             stored = np.full((12, 10), int((hu + 1024) / 2), dtype=np.uint16)
             stored[0, 0] = index  # distinct files
-            write_dicom(root / label / f"{index}.dcm", stored, window=(40, 400))
+            write_dicom(root / label / f"{index}.dcm", stored, window=(40, 400), modality=modality)
     return root
+
+
+@pytest.mark.parametrize(("code", "modality"), [("CR", "xray"), ("MR", "mri"), ("PT", "pt")])
+def test_dicom_folder_names_the_modality(tmp_path: Path, code: str, modality: str) -> None:
+    bundle = DicomFolder().configured({"image_size": 8}).load(_class_folders(tmp_path, 5, code), 0)
+    assert bundle.modality == modality and bundle.intensity_unit == ""
 
 
 def test_dicom_folder_with_an_hu_window(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def test_fingerprint_follows_files_and_settings(tmp_path: Path) -> None:
 def test_chest_xray_pools_release_splits_from_parent_or_chest_xray(tmp_path: Path) -> None:
     parent = _chest(tmp_path / "download")
     bundle = check_dataset(ChestXrayPneumonia().configured(SMALL), parent)
-    assert bundle.class_names == ("normal", "pneumonia") and bundle.modality == "x-ray"
+    assert bundle.class_names == ("normal", "pneumonia") and bundle.modality == "xray"
     assert _counts(bundle) == [7, 7], "7 NORMAL of train+val+test, PNEUMONIA downsampled from 12"
     direct = ChestXrayPneumonia().configured(SMALL).load(parent / "chest_xray", 0)
     assert direct.fingerprint == bundle.fingerprint
