@@ -399,7 +399,12 @@ def list_command(ctx: click.Context, kind: str | None) -> None:
 
 
 @cli.command()
-@click.option("--suite", default="smoke", show_default=True, help="Suite whose runs to rank.")
+@click.option(
+    "--suite",
+    default="smoke",
+    show_default=True,
+    help="Suite whose runs to rank: a name, or the path of a suite YAML.",
+)
 @click.option("--experiment", default=None, help="MLflow experiment (default: the suite's name).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: as `medbench run`).")
 @click.option(
@@ -418,8 +423,11 @@ def leaderboard(
 ) -> None:
     """Rank a suite's runs from MLflow: clean, robust per attack, worst case, curve area, runtime, flags."""
     from medbench.leaderboard.board import load_board, render_board
+    from medbench.spec import load_suite
     from medbench.tracking import resolve_tracking_uri
 
+    if Path(suite).suffix in {".yaml", ".yml"}:  # a path, as `medbench run --suite` takes
+        suite = load_suite(suite).name
     uri = resolve_tracking_uri(tracking_uri)
     board = load_board(uri, experiment or suite, suite)
     stderr = Console(stderr=True)

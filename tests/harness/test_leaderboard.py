@@ -196,6 +196,19 @@ def test_unknown_experiment_is_a_usage_error(store: str, capsys: pytest.CaptureF
     assert code == 2 and "did you mean 'board'" in err and len(err.strip().splitlines()) == 1
 
 
+def test_suite_given_as_a_yaml_path(store: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = tmp_path / "my-suite.yaml"
+    spec.write_text(SPEC)  # named "board" inside, as `medbench run --suite PATH` would log it
+    code, out, err = _cli(
+        ["leaderboard", "--suite", str(spec), "--tracking-uri", store, "--format", "json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out) == _entries(store, capsys)
+    missing = str(tmp_path / "none.yaml")
+    code, _, err = _cli(["leaderboard", "--suite", missing, "--tracking-uri", store], capsys)
+    assert code == 2 and "unknown suite" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_checked_in_schema_is_current() -> None:
     assert (ROOT / DEFAULT_PATH).read_text() == schema_text(), (
         "regenerate it: python -m medbench.leaderboard.schema"
