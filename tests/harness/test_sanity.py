@@ -28,7 +28,7 @@ from medbench import gradient_checks
 from medbench.api import DatasetBundle, DefendedModel, Normalization
 from medbench.cli import main
 from medbench.estimators import classifier_estimator, predict_logits
-from medbench.gradient_checks import GROUP_CHECK_METRICS, group_checks
+from medbench.gradient_checks import GROUP_CHECK_METRICS, group_checks, unbounded_accuracy
 from medbench.leaderboard.records import CellRecord
 from medbench.sanity import CHECKS, Flag, check_cells, check_row, primary_metric, tolerance
 
@@ -360,7 +360,8 @@ def test_cells_without_the_group_metrics_never_hide_a_flag(older_first: bool) ->
     [
         (0.0, 0.5, 100, False),
         (0.515, 0.5, 100, False),  # within 0.02
-        (0.53, 0.5, 100, True),
+        (17 / 32, 0.5, 256, False),  # one sample of the 32 checked ones
+        (0.54, 0.5, 256, True),
         (0.29, 0.25, 20, False),  # within 1/20
         (0.31, 0.25, 20, True),
         (0.9, 0.0, 100, True),  # multi-label: chance is 0
@@ -486,6 +487,32 @@ def test_a_non_differentiable_step_gives_zero_gradients_and_an_unbounded_attack_
     assert result["sanity_unbounded_accuracy"] == 1.0
     assert result["sanity_unbounded_accuracy"] > result["sanity_chance_accuracy"] == 0.5
     assert checks_of(check_cells(cells_with(result))) == ["zero-gradients", "unbounded-above-chance"]
+
+
+class Band(nn.Module):
+    """Logits ``(0, 8·(1 − ((m − 0.525) / 0.025)²))`` of the mean pixel ``m``: class 1 only for
+    ``m`` in the narrow band (0.5, 0.55), class 0 on both sides of it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bump = 8 * (1 - ((x.mean(dim=(1, 2, 3)) - 0.525) / 0.025) ** 2)
+        return torch.stack([torch.zeros_like(bump), bump], dim=1)
+
+
+def test_the_unbounded_attack_does_not_overshoot_a_narrow_wrong_class_region() -> None:
+    """Flat images of mean 0.45 (class 0) must be walked into the band of class 1: a large fixed
+    step jumps over it and back (0.45, 0.60, 0.45...), as 10 steps of 0.15 did."""
+    x = torch.full((4, 1, SIDE, SIDE), 0.45)
+    y = torch.zeros(4, dtype=torch.int64)
+    bundle = DatasetBundle(
+        train=TensorDataset(x, y),
+        val=TensorDataset(x, y),
+        test=TensorDataset(x, y),
+        class_names=("outside", "band"),
+        input_shape=(1, SIDE, SIDE),
+    )
+    estimator = classifier_estimator(DefendedModel(Band(), Normalization((0.0,), (1.0,))), bundle, CPU)
+    assert (predict_logits(estimator, x).argmax(dim=1) == 0).all()
+    assert unbounded_accuracy(estimator, x, y, multilabel=False) == 0.0
 
 
 def test_nan_gradients_behind_finite_logits_are_counted() -> None:
