@@ -418,8 +418,19 @@ def list_command(ctx: click.Context, kind: str | None) -> None:
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to a file."
 )
+@click.option(
+    "--metric",
+    default=None,
+    help="Rank by this robust metric: accuracy, auc or dice (default: accuracy; mean AUC for "
+    "multi-label data; Dice for segmentation).",
+)
 def leaderboard(
-    suite: str, experiment: str | None, tracking_uri: str | None, fmt: str, output: Path | None
+    suite: str,
+    experiment: str | None,
+    tracking_uri: str | None,
+    fmt: str,
+    output: Path | None,
+    metric: str | None,
 ) -> None:
     """Rank a suite's runs from MLflow: clean, robust per attack, worst case, curve area, runtime, flags."""
     from medbench.leaderboard.board import load_board, render_board
@@ -429,7 +440,7 @@ def leaderboard(
     if Path(suite).suffix in {".yaml", ".yml"}:  # a path, as `medbench run --suite` takes
         suite = load_suite(suite).name
     uri = resolve_tracking_uri(tracking_uri)
-    board = load_board(uri, experiment or suite, suite)
+    board = load_board(uri, experiment or suite, suite, metric)
     stderr = Console(stderr=True)
     if board.unfinished:
         stderr.print(f"{board.unfinished} cell run(s) that did not finish are left out", markup=False)

@@ -196,6 +196,40 @@ def test_unknown_experiment_is_a_usage_error(store: str, capsys: pytest.CaptureF
     assert code == 2 and "did you mean 'board'" in err and len(err.strip().splitlines()) == 1
 
 
+def test_ranking_by_another_metric(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    board = ["leaderboard", "--suite", "board", "--tracking-uri", store]
+    code, out, err = _cli([*board, "--format", "json", "--metric", "auc"], capsys)
+    assert code == 0, err
+    entries = json.loads(out)
+    assert {entry["metric"] for entry in entries} == {"auc"}
+    worst = [entry["worst_case"]["value"] for entry in entries]
+    assert worst == sorted(worst, reverse=True) and [e["rank"] for e in entries] == [1, 2]
+    for entry in entries:
+        assert entry["worst_case"]["value"] == min(entry["robust_at_headline"].values())
+        headline = {r["attack"]: r for r in entry["results"] if r["budget"] == pytest.approx(8 / 255)}
+        assert entry["robust_at_headline"]["pgd"] == headline["pgd"]["metrics"]["robust_auc"]
+    code, out, _ = _cli(
+        [
+            "leaderboard",
+            "--suite",
+            "board",
+            "--tracking-uri",
+            store,
+            "--format",
+            "markdown",
+            "--metric",
+            "auc",
+        ],
+        capsys,
+    )
+    assert code == 0 and "| clean auc | clean accuracy |" in out
+    for metric, message in (("dice", "no cell of this board logged robust_dice"), ("acc", "did you mean")):
+        code, _, err = _cli(
+            ["leaderboard", "--suite", "board", "--tracking-uri", store, "--metric", metric], capsys
+        )
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_suite_given_as_a_yaml_path(store: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = tmp_path / "my-suite.yaml"
     spec.write_text(SPEC)  # named "board" inside, as `medbench run --suite PATH` would log it

@@ -38,13 +38,17 @@ class Board:
         return f"robust_{self.entries[0].metric}" if self.entries else "robust_accuracy"
 
 
-def load_board(tracking_uri: str, experiment: str, suite: str | None = None) -> Board:
-    """Read an experiment's cells and build its ranked entries (the newest finished run of each cell)."""
+def load_board(
+    tracking_uri: str, experiment: str, suite: str | None = None, metric: str | None = None
+) -> Board:
+    """Read an experiment's cells and build its ranked entries (the newest finished run of each cell).
+
+    ``metric`` ranks the rows (see :func:`~medbench.leaderboard.entries.build_entries`)."""
     cells, matrices = load_records(tracking_uri, experiment)
     latest = latest_cells(cells)
     suites = [m.suite for m in matrices if m.suite]
     name = suite or (suites[-1] if suites else experiment)
-    entries = build_entries(latest, matrices, name, experiment)
+    entries = build_entries(latest, matrices, name, experiment, metric)
     finished_keys = {c.run_id for c in latest}
     unfinished = sum(1 for c in cells if c.status != "FINISHED" and c.run_id not in finished_keys)
     return Board(name, experiment, tracking_uri, entries, latest, matrices, unfinished)

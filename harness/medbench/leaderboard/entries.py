@@ -31,6 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
 from medbench.sanity import Flag, check_row, primary_metric
@@ -230,17 +231,33 @@ def _row_entry(
     )
 
 
+RANKING_METRICS = ("accuracy", "auc", "dice")
+"""Metrics a board can rank by (higher is better)."""
+
+
 def build_entries(
-    cells: Sequence[CellRecord], matrices: Sequence[MatrixRecord], suite: str, experiment: str
+    cells: Sequence[CellRecord],
+    matrices: Sequence[MatrixRecord],
+    suite: str,
+    experiment: str,
+    metric: str | None = None,
 ) -> list[LeaderboardEntry]:
     """One ranked entry per row (model/defense) of ``cells`` (the newest finished cells).
 
-    Ranked by the worst-case robust primary metric (higher first), ties by clean metric;
-    rows without a worst case come last.
+    Ranked by the worst-case robust ``metric`` (default: the task's primary metric) with ties
+    broken by its clean value; rows without a worst case come last.
+
+    Raises:
+        UsageError: When ``metric`` is not one of :data:`RANKING_METRICS` or no cell logged it.
     """
     if not cells:
         return []
-    metric = primary_metric(cells)
+    if metric is None:
+        metric = primary_metric(cells)
+    elif metric not in RANKING_METRICS:
+        raise UsageError(unknown_name_message("ranking metric", metric, RANKING_METRICS))
+    elif all(math.isnan(c.metric(f"robust_{metric}")) for c in cells):
+        raise UsageError(f"no cell of this board logged robust_{metric}: rank by another --metric")
     rows: dict[str, list[CellRecord]] = defaultdict(list)
     for cell in cells:
         rows[cell.row].append(cell)
