@@ -223,6 +223,34 @@ def test_lines_are_labelled_by_row_when_models_differ() -> None:
     ]
 
 
+def test_a_large_board_keeps_rows_apart_and_its_legend_inside_the_figure() -> None:
+    """20 rows with long labels (the colorization suite): colours by defense, line style and
+    marker by model, and a legend that is not cut off at the figure's edges."""
+    defenses = ["none", *(f"colorize-{m}[stage={s}]" for m in ("deconv", "pixelshuffle", "coloru")
+                          for s in ("color-module", "all", "last-layer"))]  # fmt: skip
+    cells = [
+        cell(defense, attack, eps, {"clean_accuracy": 0.9, "robust_accuracy": 0.5}, model=model)
+        for model in ("resnet18", "densenet121")
+        for defense in defenses
+        for attack in ("fgsm", "pgd")
+        for eps in (1 / 255, 4 / 255)
+    ]
+    fig = robustness_figure(cells, "robust_accuracy")
+    lines = axes_by_title(fig)["pgd"].get_lines()
+    assert len(lines) == 20
+    styles = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len(styles) == 20, "every row is drawn differently"
+    by_label = {line.get_label(): line for line in lines}
+    assert by_label["resnet18/none"].get_color() == by_label["densenet121/none"].get_color()
+    assert by_label["resnet18/none"].get_linestyle() != by_label["densenet121/none"].get_linestyle()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.canvas.draw()
+    legend, figure_box = fig.legends[0].get_window_extent(renderer), fig.bbox
+    assert len(fig.legends[0].get_texts()) == 20
+    assert figure_box.x0 <= legend.x0 and legend.x1 <= figure_box.x1
+    assert figure_box.y0 <= legend.y0 and legend.y1 <= figure_box.y1
+
+
 def test_plot_writes_png_and_svg(tmp_path: Path) -> None:
     paths = plot_robustness_curves(classification_cells(), "robust_accuracy", tmp_path / "out" / "curves.png")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from medbench.leaderboard.records import CellRecord
 
@@ -94,6 +94,38 @@ def _y_label(metric: str) -> str:
     return f"{metric} (lower is better)" if "hd95" in metric else metric
 
 
+_MODEL_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+"""Line style and marker of the first, second... model of a board."""
+
+
+class _Style(NamedTuple):
+    color: str
+    linestyle: str
+    marker: str
+
+
+def _line_styles(rows: Sequence[str]) -> dict[str, _Style]:
+    """Colour by defense, line style and marker by model, so that a row is told apart from
+    every other even on boards with more rows than a palette has colours."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    def split(row: str) -> tuple[str, str]:
+        model, _, defense = row.partition("/")
+        return model, defense or model
+
+    models = list(dict.fromkeys(split(row)[0] for row in rows))
+    defenses = list(dict.fromkeys(split(row)[1] for row in rows))
+    palette = colormaps["tab10" if len(defenses) <= 10 else "tab20"]
+    styles = {}
+    for row in rows:
+        model, defense = split(row)
+        linestyle, marker = _MODEL_STYLES[models.index(model) % len(_MODEL_STYLES)]
+        color = to_hex(palette(defenses.index(defense) % palette.N))
+        styles[row] = _Style(color, linestyle, marker)
+    return styles
+
+
 def robustness_figure(cells: Sequence[CellRecord], metric: str, title: str = "") -> Figure:
     """The robustness-curve figure (see :func:`plot_robustness_curves`), not yet written anywhere.
 
@@ -103,7 +135,6 @@ def robustness_figure(cells: Sequence[CellRecord], metric: str, title: str = "")
         ValueError: When no cell has ``metric``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import TABLEAU_COLORS
     from matplotlib.figure import Figure
 
     points = curve_points(cells, metric)
@@ -113,12 +144,17 @@ def robustness_figure(cells: Sequence[CellRecord], metric: str, title: str = "")
     rows = list(dict.fromkeys(row for by_row in points.values() for row in by_row))
     one_model = len({row.split("/", 1)[0] for row in rows}) == 1
     labels = {row: row.split("/", 1)[1] if one_model and "/" in row else row for row in rows}
-    palette = list(TABLEAU_COLORS.values())  # the tab10 cycle
-    colors = {row: palette[i % len(palette)] for i, row in enumerate(rows)}
+    styles = _line_styles(rows)
 
     ncols = min(3, len(points))
     nrows = math.ceil(len(points) / ncols)
-    fig = Figure(figsize=(max(6.4, 4.2 * ncols), 3.2 * nrows + 0.8), layout="constrained")
+    width = max(6.4, 4.2 * ncols)
+    # a legend column as wide as the longest label (10 pt text, about 0.6 em a character,
+    # plus the line sample), as many columns as fit the figure: long labels are never cut off
+    column_inches = (max(len(label) for label in labels.values()) * 6.0 + 40.0) / 72.0
+    legend_cols = max(1, min(len(rows), 4, int(width // column_inches)))
+    legend_rows = math.ceil(len(rows) / legend_cols)
+    fig = Figure(figsize=(width, 3.2 * nrows + 0.8 + 0.25 * legend_rows), layout="constrained")
     FigureCanvasAgg(fig)
     handles: dict[str, Line2D] = {}
     for i, (panel, by_row) in enumerate(points.items()):
@@ -128,8 +164,16 @@ def robustness_figure(cells: Sequence[CellRecord], metric: str, title: str = "")
         for row, line in by_row.items():
             xs = [round(budget * scale, 6) for budget, _ in line]
             xs_all.update(xs)
+            ys = [v for _, v in line]
+            style = styles[row]
             (handles[row],) = ax.plot(
-                xs, [v for _, v in line], marker="o", color=colors[row], label=labels[row], clip_on=False
+                xs,
+                ys,
+                color=style.color,
+                linestyle=style.linestyle,
+                marker=style.marker,
+                label=labels[row],
+                clip_on=False,
             )
         if scale != 1.0:
             ax.set_xticks(sorted(xs_all), [f"{x:g}" for x in sorted(xs_all)])
@@ -143,7 +187,7 @@ def robustness_figure(cells: Sequence[CellRecord], metric: str, title: str = "")
         [handles[row] for row in rows],
         [labels[row] for row in rows],
         loc="outside lower center",
-        ncols=min(len(rows), 4),
+        ncols=legend_cols,
         frameon=False,
     )
     if title:
@@ -158,7 +202,8 @@ def plot_robustness_curves(
 
     Panels sit in a grid of at most 3 columns (transfer cells get their own ``"<attack> (transfer)"``
     panel), each with a line per ``model/defense`` row (labelled by defense alone when every row
-    shares one model) and one legend shared below them. eps and sigma budgets are drawn in /255
+    shares one model; coloured by defense, styled and marked by model) and one legend shared
+    below them, in as many columns as its labels fit. eps and sigma budgets are drawn in /255
     units, other budgets (``q_max``, ...) as they are; accuracy, AUC and Dice axes run from 0 to 1.
 
     Args:
