@@ -208,25 +208,10 @@ def test_ranking_by_another_metric(store: str, capsys: pytest.CaptureFixture[str
         assert entry["worst_case"]["value"] == min(entry["robust_at_headline"].values())
         headline = {r["attack"]: r for r in entry["results"] if r["budget"] == pytest.approx(8 / 255)}
         assert entry["robust_at_headline"]["pgd"] == headline["pgd"]["metrics"]["robust_auc"]
-    code, out, _ = _cli(
-        [
-            "leaderboard",
-            "--suite",
-            "board",
-            "--tracking-uri",
-            store,
-            "--format",
-            "markdown",
-            "--metric",
-            "auc",
-        ],
-        capsys,
-    )
+    code, out, _ = _cli([*board, "--format", "markdown", "--metric", "auc"], capsys)
     assert code == 0 and "| clean auc | clean accuracy |" in out
     for metric, message in (("dice", "no cell of this board logged robust_dice"), ("acc", "did you mean")):
-        code, _, err = _cli(
-            ["leaderboard", "--suite", "board", "--tracking-uri", store, "--metric", metric], capsys
-        )
+        code, _, err = _cli([*board, "--metric", metric], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
