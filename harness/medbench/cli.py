@@ -421,8 +421,8 @@ def list_command(ctx: click.Context, kind: str | None) -> None:
 @click.option(
     "--metric",
     default=None,
-    help="Rank by this robust metric: accuracy, auc or dice (default: accuracy; mean AUC for "
-    "multi-label data; Dice for segmentation).",
+    help="Rank by this robust metric: accuracy, auc or dice (default: the suite's rank_by, else "
+    "accuracy; mean AUC for multi-label data; Dice for segmentation).",
 )
 def leaderboard(
     suite: str,
@@ -434,11 +434,12 @@ def leaderboard(
 ) -> None:
     """Rank a suite's runs from MLflow: clean, robust per attack, worst case, curve area, runtime, flags."""
     from medbench.leaderboard.board import load_board, render_board
-    from medbench.spec import load_suite
+    from medbench.spec import available_suites, load_suite
     from medbench.tracking import resolve_tracking_uri
 
-    if Path(suite).suffix in {".yaml", ".yml"}:  # a path, as `medbench run --suite` takes
-        suite = load_suite(suite).name
+    if Path(suite).suffix in {".yaml", ".yml"} or suite in available_suites():
+        spec = load_suite(suite)  # a name or a path, as `medbench run --suite` takes
+        suite, metric = spec.name, metric or spec.rank_by
     uri = resolve_tracking_uri(tracking_uri)
     board = load_board(uri, experiment or suite, suite, metric)
     stderr = Console(stderr=True)

@@ -24,6 +24,7 @@ suite needs them)::
     compile: false                  # torch.compile the network
     cudnn_benchmark: false          # cuDNN autotuning (not with --deterministic)
     surrogate: null                 # MODEL[:DEFENSE]: craft on it, evaluate on every target
+    rank_by: null                   # the leaderboard's ranking metric: accuracy, auc or dice
     settings:                       # plugin settings, by kind then name
       attack: {pgd: {max_iter: 10}}
       defense: {at-pgd: {eps: 8/255}}
@@ -145,6 +146,8 @@ class RunSpec:
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = False
+    rank_by: str | None = None
+    """The robust metric ``medbench leaderboard`` ranks this suite by (default: the task's)."""
     settings: dict[str, dict[str, dict[str, Any]]] = field(
         default_factory=lambda: {kind: {} for kind in PLUGIN_KINDS}
     )
@@ -154,6 +157,9 @@ class RunSpec:
         """Settings given for plugin ``name`` of ``kind`` (``attack``, ``defense``, ...)."""
         return dict(self.settings.get(kind, {}).get(name, {}))
 
+
+RANKING_METRICS = ("accuracy", "auc", "dice")
+"""Metrics a leaderboard can rank by (higher is better)."""
 
 _SPEC_KEYS = {f.name for f in fields(RunSpec)} - {"source"}
 
@@ -261,6 +267,13 @@ def spec_from_mapping(data: Any, source: str) -> RunSpec:
                 if not isinstance(value, bool):
                     raise UsageError(f"spec key {key!r} must be true or false, got {shown(value)}")
                 setattr(spec, key, value)
+            elif key == "rank_by":
+                if value is not None and value not in RANKING_METRICS:
+                    raise UsageError(
+                        f"spec key 'rank_by' must be one of {', '.join(RANKING_METRICS)} or null, "
+                        f"got {shown(value)}"
+                    )
+                spec.rank_by = value
             elif key == "eot_samples":
                 spec.eot_samples = _require_int(key, value, 1)
             elif key == "surrogate":

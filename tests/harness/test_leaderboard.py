@@ -223,6 +223,28 @@ def test_suite_given_as_a_yaml_path(store: str, capsys: pytest.CaptureFixture[st
     )
     assert code == 0, err
     assert json.loads(out) == _entries(store, capsys)
+    ranked = tmp_path / "ranked.yaml"
+    ranked.write_text(SPEC + "rank_by: auc\n")  # the suite names its ranking metric
+    code, out, err = _cli(
+        ["leaderboard", "--suite", str(ranked), "--tracking-uri", store, "--format", "json"], capsys
+    )
+    assert code == 0, err
+    assert {entry["metric"] for entry in json.loads(out)} == {"auc"}
+    code, out, _ = _cli(
+        [
+            "leaderboard",
+            "--suite",
+            str(ranked),
+            "--tracking-uri",
+            store,
+            "--format",
+            "json",
+            "--metric",
+            "accuracy",
+        ],
+        capsys,
+    )
+    assert {entry["metric"] for entry in json.loads(out)} == {"accuracy"}, "--metric wins over rank_by"
     missing = str(tmp_path / "none.yaml")
     code, _, err = _cli(["leaderboard", "--suite", missing, "--tracking-uri", store], capsys)
     assert code == 2 and "unknown suite" in err and len(err.strip().splitlines()) == 1

@@ -40,6 +40,9 @@ def test_spec_rejects_unknown_keys_and_bad_types() -> None:
         spec_from_mapping({"seed": "zero"}, "x.yaml")
     with pytest.raises(UsageError, match="'n_eval' must be >= 1"):
         spec_from_mapping({"n_eval": 0}, "x.yaml")
+    with pytest.raises(UsageError, match="'rank_by' must be one of accuracy, auc, dice or null, got 'f1'"):
+        spec_from_mapping({"rank_by": "f1"}, "x.yaml")
+    assert spec_from_mapping({"rank_by": "auc"}, "x.yaml").rank_by == "auc"
     with pytest.raises(UsageError, match="unknown setting 'epoch'; did you mean 'epochs'"):
         spec_from_mapping({"training": {"epoch": 3}}, "x.yaml")
     with pytest.raises(UsageError, match="unknown plugin kind 'attacks'; did you mean 'attack'"):

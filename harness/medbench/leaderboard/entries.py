@@ -35,6 +35,7 @@ from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
 from medbench.sanity import Flag, check_row, primary_metric
+from medbench.spec import RANKING_METRICS
 
 Number = float | None
 
@@ -229,10 +230,6 @@ def _row_entry(
         sanity=[SanityFlag(check=f.check, message=f.message, cells=list(f.cells)) for f in flags],
         needs_adaptive_evaluation=bool(flags),
     )
-
-
-RANKING_METRICS = ("accuracy", "auc", "dice")
-"""Metrics a board can rank by (higher is better)."""
 
 
 def build_entries(
