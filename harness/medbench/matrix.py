@@ -10,6 +10,7 @@ MLflow run. A failure inside a cell marks that cell FAILED and the matrix goes o
 from __future__ import annotations
 
 import functools
+import math
 import os
 import socket
 import tempfile
@@ -1177,16 +1178,19 @@ class MatrixRunner:
             mine = latest_cells([c for c in cells if c.run_id in run_ids])
             if not mine:
                 return
-            self.flags = check_cells(mine)
+            # the suite's ranking metric, as on its leaderboard, when its cells logged it
+            metric = plan.spec.rank_by
+            if metric is None or all(math.isnan(c.metric(f"robust_{metric}")) for c in mine):
+                metric = primary_metric(mine)
+            self.flags = check_cells(mine, metric)
             flags = [flag.as_dict() for flag in self.flags]
             self.tracker.log_text(plan.parent_run_id, json.dumps(flags, indent=2), "sanity.json")
             rows = sorted({f.row for f in self.flags})
             self.tracker.set_tags(plan.parent_run_id, {"medbench.needs_adaptive_evaluation": ",".join(rows)})
             with tempfile.TemporaryDirectory() as directory:
-                metric = f"robust_{primary_metric(mine)}"
                 title = f"{plan.spec.name} on {plan.dataset.name}"
                 for path in plot_robustness_curves(
-                    mine, metric, Path(directory) / "robustness_curves.png", title
+                    mine, f"robust_{metric}", Path(directory) / "robustness_curves.png", title
                 ):
                     self.tracker.log_artifact(plan.parent_run_id, path)
         except Exception as error:

@@ -594,11 +594,11 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def medbench_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str, spec_text: str = SPEC
 ) -> tuple[dict[str, Any], str, str]:
     """``medbench run --spec SPEC --json ARGS``: the JSON document, stderr (unwrapped), the store's URI."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC, encoding="utf-8")
+    spec.write_text(spec_text, encoding="utf-8")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
@@ -641,6 +641,26 @@ def test_a_healthy_matrix_raises_no_flag_and_logs_sanity_json_and_curves(
     run = parent_run(uri, document)
     assert run.data.tags["medbench.needs_adaptive_evaluation"] == ""
     assert logged_sanity(uri, run.info.run_id, tmp_path) == []
+
+
+def test_the_parent_runs_curves_follow_the_suites_ranking_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_cache: Path
+) -> None:
+    from medbench.leaderboard import curves
+
+    monkeypatch.setenv("MEDBENCH_CACHE_DIR", str(model_cache))
+    drawn: list[str] = []
+    real = curves.plot_robustness_curves
+
+    def recording(cells: Any, metric: str, path: Path, title: str = "") -> list[Path]:
+        drawn.append(metric)
+        return real(cells, metric, path, title)
+
+    monkeypatch.setattr(curves, "plot_robustness_curves", recording)
+    document, _, uri = medbench_run(tmp_path, capsys, "--attack", "fgsm", spec_text=SPEC + "rank_by: auc\n")
+    assert drawn == ["robust_auc"]
+    assert document["sanity"] == []
+    assert logged_sanity(uri, parent_run(uri, document).info.run_id, tmp_path) == []
 
 
 def test_weakened_iterative_attacks_raise_single_step_and_noise_flags(
