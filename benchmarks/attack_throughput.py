@@ -275,11 +275,11 @@ def handwritten_attack(
     return x_adv.detach()
 
 
-def art_random_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-    """The random start medbench's PGD draws: ART's ``random_sphere`` after ``seed_everything(seed)``."""
-    np.random.seed(seed % 2**32)
-    noise = np.random.uniform(-eps, eps, (x.shape[0], int(np.prod(x.shape[1:]))))
-    return torch.from_numpy(noise.reshape(x.shape).astype(np.float32)).to(x.device)
+def medbench_random_noise(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """The noise of the random start medbench's PGD draws for ``seed`` (on ``x``'s device)."""
+    from medbench_art.linf_iterative import seeded_generator, uniform_noise
+
+    return uniform_noise(tuple(x.shape), eps, seeded_generator(seed, x.device), x.device)
 
 
 # --------------------------------------------------------------------------- the methods
@@ -453,7 +453,7 @@ def check_agreement(
     evaluator = ClassificationEvaluator(setup.bundle, setup.device, None, setup.x.shape[0])
     with frozen_parameters(setup.defended):
         x_a = cell_craft(evaluator, attack, estimator, setup.x, setup.y, EPS, seed).x_adv
-        start = art_random_start(setup.x, EPS, seed) if pgd else None
+        start = medbench_random_noise(setup.x, EPS, seed) if pgd else None
         x_b = handwritten_attack(
             setup.model,
             setup.mean,

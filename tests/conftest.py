@@ -1,9 +1,12 @@
-"""Shared fixtures: an isolated MLflow store and model cache per test, and a tiny spec."""
+"""Shared fixtures: an isolated MLflow store and model cache per test, and ART's random start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,3 +29,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def art_starts_like_medbench(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``patch(seed)``: ART's attacks then draw their L∞ random starts as medbench's ``pgd`` does
+    for ``seed`` (on the CPU), so that the two can be compared exactly.
+
+    ART draws ``random_sphere`` from NumPy's global generator, medbench from a seeded torch
+    generator on the device (:func:`medbench_art.linf_iterative.random_start`).
+    """
+    from art.attacks.evasion import fast_gradient
+    from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch
+
+    from medbench_art.linf_iterative import seeded_generator, uniform_noise
+
+    def patch(seed: int) -> None:
+        cpu = torch.device("cpu")
+        generator = seeded_generator(seed, cpu)
+
+        def random_sphere(nb_points: int, nb_dims: int, radius: Any, norm: Any) -> np.ndarray:
+            assert norm == np.inf, "medbench's random start is the L∞ one"
+            return uniform_noise((nb_points, nb_dims), float(radius), generator, cpu).numpy()
+
+        for module in (projected_gradient_descent_pytorch, fast_gradient):
+            monkeypatch.setattr(module, "random_sphere", random_sphere)
+
+    return patch

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from medbench_art.linf_iterative import linf_iterations
+from medbench_art.linf_iterative import random_start as draw_random_start
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -48,11 +49,7 @@ def pgd_linf(
         Adversarial inputs within ``eps`` of ``x`` and inside [0, 1], detached.
     """
     x0 = x.detach()
-    if random_start:
-        noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        start = (x0 + (2 * noise - 1) * eps).clamp(0.0, 1.0)
-    else:
-        start = x0
+    start = draw_random_start(x0, eps, generator) if random_start else x0
 
     def gradient(z: torch.Tensor) -> torch.Tensor:
         z = z.detach().requires_grad_(True)

@@ -1,4 +1,9 @@
-"""BIM, PGD and MI-FGSM in torch against ART's own attack objects: bit-identical on the CPU."""
+"""BIM, PGD and MI-FGSM in torch against ART's own attack objects: bit-identical on the CPU.
+
+medbench draws PGD's random start on the device from a seeded torch generator, ART from NumPy's
+global one: the fixture ``art_starts_like_medbench`` gives ART the same draw, so that the two
+attacks start from the same point and every step can be compared exactly.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from medbench.api import DefendedModel, Normalization
 from medbench.estimators import classifier_estimator, predict_logits
 from medbench.testing import tiny_bundle, tiny_estimator
 from medbench_art.bim import BIM
-from medbench_art.linf_iterative import linf_iterations
+from medbench_art.linf_iterative import linf_iterations, random_start, seeded_generator
 from medbench_art.mifgsm import MIFGSM
 from medbench_art.pgd import PGD
 
@@ -26,13 +31,12 @@ def _batch(n: int = 16) -> tuple[Any, torch.Tensor, torch.Tensor]:
     return estimator, x, y
 
 
-def _art(attack: Any, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
-    np.random.seed(seed)
+def _art(attack: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(attack.generate(x=x.numpy(), y=y.numpy()))
 
 
 @pytest.mark.parametrize("eps", [2 / 255, 8 / 255, 0.3])
-def test_pgd_equals_art_projected_gradient_descent(eps: float) -> None:
+def test_pgd_equals_art_projected_gradient_descent(eps: float, art_starts_like_medbench: Any) -> None:
     estimator, x, y = _batch()
     ours = PGD().configured({"max_iter": 5}).generate(estimator, x, y, eps, seed=7)
     art = ProjectedGradientDescent(
@@ -45,7 +49,8 @@ def test_pgd_equals_art_projected_gradient_descent(eps: float) -> None:
         batch_size=len(x),
         verbose=False,
     )
-    assert torch.equal(ours, _art(art, x, y, seed=7))
+    art_starts_like_medbench(7)
+    assert torch.equal(ours, _art(art, x, y))
 
 
 def _near_the_boundary() -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -60,7 +65,7 @@ def _near_the_boundary() -> tuple[Any, torch.Tensor, torch.Tensor]:
     return estimator, x, predict_logits(estimator, x).argmax(1)
 
 
-def test_pgd_restarts_keep_what_art_keeps() -> None:
+def test_pgd_restarts_keep_what_art_keeps(art_starts_like_medbench: Any) -> None:
     estimator, x, y = _near_the_boundary()
     eps = 1 / 255
     ours = PGD().configured({"max_iter": 1, "num_random_init": 3}).generate(estimator, x, y, eps, seed=11)
@@ -74,7 +79,8 @@ def test_pgd_restarts_keep_what_art_keeps() -> None:
         batch_size=len(x),
         verbose=False,
     )
-    assert torch.equal(ours, _art(art, x, y, seed=11))
+    art_starts_like_medbench(11)
+    assert torch.equal(ours, _art(art, x, y))
     single = PGD().configured({"max_iter": 1}).generate(estimator, x, y, eps, seed=11)
     assert not torch.equal(ours, single), "the restarts replaced some samples"
 
@@ -86,7 +92,7 @@ def test_bim_equals_art_basic_iterative_method(eps: float) -> None:
     art = BasicIterativeMethod(
         estimator, eps=eps, eps_step=0.3 * eps, max_iter=6, batch_size=len(x), verbose=False
     )
-    assert torch.equal(ours, _art(art, x, y, seed=0))
+    assert torch.equal(ours, _art(art, x, y))
 
 
 @pytest.mark.parametrize("decay", [1.0, 0.5])
@@ -104,7 +110,7 @@ def test_mifgsm_equals_art_momentum_iterative_method(decay: float) -> None:
         batch_size=len(x),
         verbose=False,
     )
-    assert torch.equal(ours, _art(art, x, y, seed=0))
+    assert torch.equal(ours, _art(art, x, y))
 
 
 def test_one_gradient_per_step_and_no_prediction_pass(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,3 +147,22 @@ def test_nan_gradients_are_zero_steps_and_the_ball_holds() -> None:
     moved = out[:, :, 4:] - x0[:, :, 4:]
     assert float(moved.max()) <= 0.05 + 1e-7 and float(out.max()) <= 1.0
     assert torch.allclose(out[:, :, 4:], (x0[:, :, 4:] + 0.05).clamp(max=1.0), atol=1e-6)
+
+
+def test_the_random_start_is_seeded_uniform_in_the_ball_and_drawn_without_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(np.random, "uniform", lambda *a, **k: pytest.fail("the start is drawn in torch"))
+    x0 = torch.rand(64, 1, 32, 32)
+    eps = 8 / 255
+    start = random_start(x0, eps, seeded_generator(5, x0.device))
+    assert torch.equal(start, random_start(x0, eps, seeded_generator(5, x0.device))), "same seed, same start"
+    assert not torch.equal(start, random_start(x0, eps, seeded_generator(6, x0.device)))
+    assert float((start - x0).abs().max()) <= eps + 1e-7
+    assert float(start.min()) >= 0.0 and float(start.max()) <= 1.0
+    # away from the clipping, the offsets are uniform on [-eps, eps]: mean 0, variance eps²/3
+    inside = (x0 > eps) & (x0 < 1 - eps)
+    offsets = (start - x0)[inside] / eps
+    assert abs(float(offsets.mean())) < 0.02 and abs(float(offsets.var()) - 1 / 3) < 0.02
+    estimator, x, y = _batch()
+    PGD().configured({"max_iter": 1}).generate(estimator, x, y, eps, seed=5)  # no NumPy draw either
