@@ -1161,14 +1161,15 @@ class MatrixRunner:
         self._log_board()
 
     def _log_board(self) -> None:
-        """Sanity flags (``sanity.json``, tag ``medbench.needs_adaptive_evaluation``) and the
+        """Sanity flags (``sanity.json``, tags ``medbench.needs_adaptive_evaluation`` and
+        ``medbench.at_chance``) and the
         robustness curves (``robustness_curves.png``/``.svg``) of this run's cells, read back
         from MLflow as the leaderboard reads them. Never fails the matrix."""
         import json
 
         from medbench.leaderboard.curves import plot_robustness_curves
         from medbench.leaderboard.records import latest_cells, load_records
-        from medbench.sanity import check_cells, primary_metric
+        from medbench.sanity import MODEL_CHECKS, check_cells, primary_metric
 
         plan = self.plan
         assert plan.parent_run_id is not None
@@ -1185,8 +1186,15 @@ class MatrixRunner:
             self.flags = check_cells(mine, metric)
             flags = [flag.as_dict() for flag in self.flags]
             self.tracker.log_text(plan.parent_run_id, json.dumps(flags, indent=2), "sanity.json")
-            rows = sorted({f.row for f in self.flags})
-            self.tracker.set_tags(plan.parent_run_id, {"medbench.needs_adaptive_evaluation": ",".join(rows)})
+            adaptive = sorted({f.row for f in self.flags if f.check not in MODEL_CHECKS})
+            at_chance = sorted({f.row for f in self.flags if f.check in MODEL_CHECKS})
+            self.tracker.set_tags(
+                plan.parent_run_id,
+                {
+                    "medbench.needs_adaptive_evaluation": ",".join(adaptive),
+                    "medbench.at_chance": ",".join(at_chance),
+                },
+            )
             with tempfile.TemporaryDirectory() as directory:
                 title = f"{plan.spec.name} on {plan.dataset.name}"
                 for path in plot_robustness_curves(

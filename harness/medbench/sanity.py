@@ -1,9 +1,9 @@
-"""Sanity checks of a finished matrix: signs that an evaluation, not a model, is weak.
+"""Sanity checks of a finished matrix: signs that an evaluation (or a model) is weak.
 
 Each check looks at the cells of one row (model + defense) and raises a :class:`Flag` that
-names the cells behind it. A row with any flag "needs adaptive evaluation" (RobustBench's
-mark for unreliable entries): its robust numbers are upper bounds that a stronger or
-adapted attack may lower. The checks follow Carlini et al., "On Evaluating Adversarial
+names the cells behind it. A row with a flag of the following checks "needs adaptive
+evaluation" (RobustBench's mark for unreliable entries): its robust numbers are upper bounds
+that a stronger or adapted attack may lower. The checks follow Carlini et al., "On Evaluating Adversarial
 Robustness" (2019), §5, and ART's gradient checks:
 
 * ``non-monotone``: the robust metric rises with the budget (a larger ball contains the
@@ -16,6 +16,14 @@ Robustness" (2019), §5, and ART's gradient checks:
 * ``unbounded-above-chance``: accuracy under an unbounded (ε = 1) gradient attack stays
   above chance (:mod:`medbench.gradient_checks`);
 * ``zero-gradients``: some evaluation samples have an all-zero or non-finite input gradient.
+
+One check is of the model rather than of its evaluation (:data:`MODEL_CHECKS`):
+
+* ``clean-at-chance``: a classifier whose clean AUC is at most 0.5, or whose clean accuracy
+  is at most chance (one over the number of classes), has not learned the task, e.g. a
+  training that collapsed to one class. A constant prediction keeps its accuracy under any
+  attack, so its robust metrics measure nothing; boards rank such rows after every other row
+  and mark them "at chance" instead of "needs adaptive evaluation".
 
 Comparisons allow a tolerance of ``max(0.02, 1/n_eval)`` (one sample, at least 2 points),
 since cells are measured on finite samples with random starts.
@@ -53,7 +61,13 @@ CHECKS: tuple[str, ...] = (
     "black-box-stronger",
     "unbounded-above-chance",
     "zero-gradients",
+    "clean-at-chance",
 )
+
+MODEL_CHECKS = frozenset({"clean-at-chance"})
+"""Checks that find the model, not its evaluation, wanting."""
+
+AUC_CHANCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,40 @@ def _group_checks(row: Sequence[CellRecord]) -> list[Flag]:
     return flags
 
 
+def _finite_mean(values: Iterable[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _clean_at_chance(row: Sequence[CellRecord], tol: float) -> list[Flag]:
+    if any(c.task == "segmentation" for c in row):
+        return []
+    reasons = []
+    auc = _finite_mean(c.metric("clean_auc") for c in row)
+    if auc <= AUC_CHANCE + tol:  # False for NaN
+        reasons.append(f"clean AUC {auc:.3f} is at most chance ({AUC_CHANCE:.3f})")
+    accuracy = _finite_mean(c.metric("clean_accuracy") for c in row)
+    chance = _finite_mean(c.metric("sanity_chance_accuracy") for c in row)
+    if chance > 0 and accuracy <= chance + tol:  # multi-label data log a chance accuracy of 0
+        reasons.append(f"clean accuracy {accuracy:.3f} is at most chance ({chance:.3f})")
+    if not reasons:
+        return []
+    message = (
+        "; ".join(reasons) + ": the model has not learned the task, so its robust metrics measure nothing"
+    )
+    return [Flag("clean-at-chance", row[0].row, message, tuple(c.label for c in row))]
+
+
+def is_at_chance(flags: Iterable[Flag]) -> bool:
+    """Whether ``flags`` (of one row) say that the model itself is not working."""
+    return any(f.check in MODEL_CHECKS for f in flags)
+
+
+def needs_adaptive_evaluation(flags: Iterable[Flag]) -> bool:
+    """Whether ``flags`` (of one row) include one against the evaluation (RobustBench's mark)."""
+    return any(f.check not in MODEL_CHECKS for f in flags)
+
+
 def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:
     """Every flag of one row's cells (all from the same model and defense)."""
     if not row:
@@ -232,7 +280,7 @@ def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:
     )
     black_box = [c for c in row if c.threat == "transfer" or _plugin(c.attack) in BLACK_BOX_ATTACKS]
     flags += _stronger_than("black-box-stronger", black_box, white_box, metric, tol, "black box")
-    return flags + _group_checks(row)
+    return flags + _group_checks(row) + _clean_at_chance(row, tol)
 
 
 def check_cells(cells: Sequence[CellRecord], metric: str | None = None) -> list[Flag]:

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from medbench.cli import main
 from medbench.leaderboard.entries import build_entries, curve_area
 from medbench.leaderboard.records import CellRecord
+from medbench.leaderboard.render import flags_text, markdown
 from medbench.leaderboard.schema import DEFAULT_PATH, schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,6 +296,43 @@ def test_segmentation_entries_rank_by_worst_case_dice() -> None:
     assert vaft.metric == "dice" and vaft.worst_case.attack == "vafa" and vaft.worst_case.value == 0.7
     assert vaft.curve_areas["vafa"] == pytest.approx((0.9 + 0.7) / 2)
     assert vaft.curve_areas["pgd"] == pytest.approx(((0.9 + 0.85) * 4 / 2 + (0.85 + 0.75) * 4 / 2) / 8)
+
+
+def _classification_record(defense: str, attack: str, clean: float, robust: float, auc: float) -> CellRecord:
+    return CellRecord(
+        run_id=f"{defense}-{attack}", parent_run_id="p", model="resnet18", defense=defense, attack=attack,
+        budget_name="eps", budget=8 / 255, threat_model="linf", threat="direct", status="FINISHED",
+        metrics={"clean_accuracy": clean, "robust_accuracy": robust, "clean_auc": auc, "robust_auc": auc,
+                 "sanity_chance_accuracy": 0.5, "seconds": 1.0},
+        dataset="phantom2d", dataset_fingerprint="f", seed=0, n_eval=256, start_time=0,
+    )  # fmt: skip
+
+
+def test_a_model_at_chance_ranks_last_whatever_its_robust_accuracy() -> None:
+    """A training that collapsed to one class keeps its accuracy (the class prior) under every
+    attack; ranked by robust accuracy alone it would top the board."""
+    cells = [
+        _classification_record("none", "fgsm", 0.94, 0.33, 0.98),
+        _classification_record("none", "bim", 0.94, 0.26, 0.98),
+        _classification_record("collapsed", "fgsm", 0.539, 0.539, 0.438),
+        _classification_record("collapsed", "bim", 0.539, 0.539, 0.438),
+        _classification_record("weak", "fgsm", 0.9, 0.0, 0.95),
+        _classification_record("weak", "bim", 0.9, 0.0, 0.95),
+    ]
+    entries = build_entries(cells, [], "denoising-cnn", "denoising-cnn")
+    assert [(e.defense, e.rank, e.at_chance) for e in entries] == [
+        ("none", 1, False),
+        ("weak", 2, False),
+        ("collapsed", 3, True),
+    ]
+    collapsed = entries[-1]
+    assert not collapsed.needs_adaptive_evaluation
+    assert [f.check for f in collapsed.sanity] == ["clean-at-chance"]
+    assert flags_text(collapsed) == "at chance: clean-at-chance"
+    board = markdown(entries, "denoising-cnn")
+    assert "| 3 | resnet18 | collapsed |" in board and "at chance: clean-at-chance |" in board
+    for entry in entries:
+        jsonschema.validate(entry.model_dump(mode="json"), json.loads(schema_text()))
 
 
 def test_curve_area_is_the_mean_over_the_budget_range() -> None:

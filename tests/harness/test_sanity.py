@@ -30,7 +30,16 @@ from medbench.cli import main
 from medbench.estimators import classifier_estimator, predict_logits
 from medbench.gradient_checks import GROUP_CHECK_METRICS, group_checks, unbounded_accuracy
 from medbench.leaderboard.records import CellRecord
-from medbench.sanity import CHECKS, Flag, check_cells, check_row, primary_metric, tolerance
+from medbench.sanity import (
+    CHECKS,
+    Flag,
+    check_cells,
+    check_row,
+    is_at_chance,
+    needs_adaptive_evaluation,
+    primary_metric,
+    tolerance,
+)
 
 CPU = torch.device("cpu")
 
@@ -311,6 +320,7 @@ def test_flag_as_dict_is_json_data() -> None:
         "black-box-stronger",
         "unbounded-above-chance",
         "zero-gradients",
+        "clean-at-chance",
     }
 
 
@@ -387,6 +397,57 @@ def test_unbounded_above_chance(unbounded: float, chance: float, n_eval: int, fi
     if fires:
         assert flags[0].cells == ("smallcnn/none/fgsm@8/255", "smallcnn/none/pgd@8/255")
         assert f"is {unbounded:.3f}, above chance ({chance:.3f})" in flags[0].message
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "auc", "chance", "n_eval", "fires"),
+    [
+        (0.9, 0.95, 0.5, 100, False),
+        (0.539, 0.438, 0.5, 256, True),  # collapsed to the majority class: 54% right, AUC below 0.5
+        (0.461, 0.5, 0.5, 256, True),  # collapsed to the minority class: a constant score
+        (0.465, 0.59, 0.5, 256, True),  # some ranking, but worse than a coin as a classifier
+        (0.515, math.nan, 0.5, 100, True),  # within 0.02 of chance
+        (0.53, math.nan, 0.5, 100, False),
+        (0.6, 0.515, 0.5, 100, True),  # the AUC alone
+        (0.3, math.nan, 0.25, 100, False),  # four classes
+        (0.26, math.nan, 0.25, 100, True),
+        (0.1, 0.9, 0.0, 100, False),  # multi-label: exact-match accuracy has no chance level here
+        (0.1, 0.5, 0.0, 100, True),
+        (0.4, math.nan, math.nan, 100, False),  # no gradient checks logged: no chance level known
+    ],
+)
+def test_clean_at_chance(accuracy: float, auc: float, chance: float, n_eval: int, fires: bool) -> None:
+    row = [
+        record(
+            a,
+            8 / 255,
+            accuracy,
+            n_eval=n_eval,
+            metrics={"clean_accuracy": accuracy, "clean_auc": auc, "sanity_chance_accuracy": chance},
+        )
+        for a in ("fgsm", "pgd")
+    ]
+    flags = check_cells(row)
+    assert checks_of(flags) == (["clean-at-chance"] if fires else [])
+    assert is_at_chance(flags) is fires and not needs_adaptive_evaluation(flags)
+    if fires:
+        assert flags[0].cells == ("smallcnn/none/fgsm@8/255", "smallcnn/none/pgd@8/255")
+        assert "has not learned the task" in flags[0].message
+
+
+def test_clean_at_chance_is_not_checked_for_segmentation() -> None:
+    row = [
+        record(a, 8 / 255, 0.0, metric="dice", metrics={"clean_dice": 0.0, "clean_accuracy": 0.0})
+        for a in ("fgsm", "pgd")
+    ]
+    row = [CellRecord(**{**c.__dict__, "task": "segmentation"}) for c in row]
+    assert "clean-at-chance" not in checks_of(check_cells(row))
+
+
+def test_an_evaluation_flag_and_the_model_flag_together() -> None:
+    flags = check_cells(group_row(sanity_zero_gradients=1.0, clean_accuracy=0.5, clean_auc=0.5))
+    assert sorted(checks_of(flags)) == ["clean-at-chance", "zero-gradients"]
+    assert is_at_chance(flags) and needs_adaptive_evaluation(flags)
 
 
 def test_cells_without_group_metrics_raise_no_group_flag() -> None:

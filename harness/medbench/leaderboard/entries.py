@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
-from medbench.sanity import Flag, check_row, primary_metric
+from medbench.sanity import Flag, check_row, is_at_chance, needs_adaptive_evaluation, primary_metric
 from medbench.spec import RANKING_METRICS
 
 Number = float | None
@@ -112,7 +112,11 @@ class LeaderboardEntry(BaseModel):
     n_eval: int
     run_ids: RunIds
     sanity: list[SanityFlag]
-    needs_adaptive_evaluation: bool
+    needs_adaptive_evaluation: bool = Field(description="a flag says the evaluation may be too weak")
+    at_chance: bool = Field(
+        default=False,
+        description="the clean metric is at chance (flag clean-at-chance): the row ranks after all others",
+    )
 
 
 def entry_schema() -> dict[str, object]:
@@ -228,7 +232,8 @@ def _row_entry(
             cells=[c.run_id for c in row],
         ),
         sanity=[SanityFlag(check=f.check, message=f.message, cells=list(f.cells)) for f in flags],
-        needs_adaptive_evaluation=bool(flags),
+        needs_adaptive_evaluation=needs_adaptive_evaluation(flags),
+        at_chance=is_at_chance(flags),
     )
 
 
@@ -242,7 +247,8 @@ def build_entries(
     """One ranked entry per row (model/defense) of ``cells`` (the newest finished cells).
 
     Ranked by the worst-case robust ``metric`` (default: the task's primary metric) with ties
-    broken by its clean value; rows without a worst case come last.
+    broken by its clean value; rows without a worst case come last, and after them the rows
+    whose clean metric is at chance (flag ``clean-at-chance``).
 
     Raises:
         UsageError: When ``metric`` is not one of :data:`RANKING_METRICS` or no cell logged it.
@@ -267,10 +273,14 @@ def build_entries(
             _row_entry(row, metric, suite, experiment, flags, accelerator, headline_budgets(cells))
         )
 
-    def order(entry: LeaderboardEntry) -> tuple[float, float]:
+    def order(entry: LeaderboardEntry) -> tuple[bool, float, float]:
         worst = entry.worst_case.value
         clean = entry.clean.get(f"clean_{metric}")
-        return (-(worst if worst is not None else -math.inf), -(clean if clean is not None else -math.inf))
+        return (
+            entry.at_chance,
+            -(worst if worst is not None else -math.inf),
+            -(clean if clean is not None else -math.inf),
+        )
 
     entries.sort(key=order)
     for rank, entry in enumerate(entries, start=1):

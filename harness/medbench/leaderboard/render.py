@@ -23,10 +23,12 @@ from rich.table import Table
 
 from medbench.budgets import format_budget
 from medbench.leaderboard.entries import LeaderboardEntry
+from medbench.sanity import MODEL_CHECKS
 
 FORMATS = ("table", "markdown", "html", "csv", "json")
 
 NEEDS_ADAPTIVE = "needs adaptive evaluation"
+AT_CHANCE = "at chance"
 
 SECONDARY = {"accuracy": ("auc", True), "auc": ("accuracy", True), "dice": ("hd95", False)}
 """Per primary metric, the secondary metric shown beside it and whether higher is better."""
@@ -99,12 +101,23 @@ def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[lis
             _secondary_worst(entry),
             entry.curve_area,
             round(entry.runtime_seconds, 2),
-            f"{NEEDS_ADAPTIVE}: " + ", ".join(sorted({f.check for f in entry.sanity}))
-            if entry.needs_adaptive_evaluation
-            else "",
+            flags_text(entry),
         ]
         rows.append(row)
     return header, rows
+
+
+def flags_text(entry: LeaderboardEntry) -> str:
+    """The flags column: ``at chance: clean-at-chance; needs adaptive evaluation: zero-gradients``."""
+    parts = []
+    if entry.at_chance:
+        parts.append(
+            f"{AT_CHANCE}: " + ", ".join(sorted({f.check for f in entry.sanity if f.check in MODEL_CHECKS}))
+        )
+    if entry.needs_adaptive_evaluation:
+        evaluation = sorted({f.check for f in entry.sanity if f.check not in MODEL_CHECKS})
+        parts.append(f"{NEEDS_ADAPTIVE}: " + ", ".join(evaluation))
+    return "; ".join(parts)
 
 
 def _text(value: str | float | None, digits: int = 3) -> str:
@@ -143,7 +156,7 @@ def markdown(entries: Sequence[LeaderboardEntry], title: str) -> str:
     lines += ["| " + " | ".join(_text(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     flags = [(e, f) for e in entries for f in e.sanity]
     if flags:
-        lines += ["", f"Sanity flags (rows marked *{NEEDS_ADAPTIVE}*):", ""]
+        lines += ["", f"Sanity flags (rows marked *{NEEDS_ADAPTIVE}*, or *{AT_CHANCE}*):", ""]
         lines += [
             f"- **{e.model}/{e.defense}** `{f.check}`: {f.message} ({'; '.join(f.cells)})" for e, f in flags
         ]
@@ -251,7 +264,9 @@ def html_page(
     if flagged:
         parts.append(
             f"<h2>Sanity flags</h2><p>Rows with a flag {NEEDS_ADAPTIVE}: their robust numbers are "
-            "upper bounds that a stronger or adapted attack may lower.</p><ul class=flags>"
+            "upper bounds that a stronger or adapted attack may lower. Rows "
+            f"{AT_CHANCE} have not learned the task (their clean metric is at chance), so their "
+            "robust numbers measure nothing; they rank last.</p><ul class=flags>"
         )
         parts += [
             f"<li><b>{esc(e.model)}/{esc(e.defense)}</b> <code>{esc(f.check)}</code>: {esc(f.message)} "
