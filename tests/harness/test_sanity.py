@@ -700,7 +700,7 @@ def test_a_healthy_matrix_raises_no_flag_and_logs_sanity_json_and_curves(
         assert metrics["sanity_zero_gradients"] == metrics["sanity_nonfinite_gradients"] == 0.0
         assert metrics["sanity_unbounded_accuracy"] <= metrics["sanity_chance_accuracy"] == 0.5
     run = parent_run(uri, document)
-    assert run.data.tags["medbench.needs_adaptive_evaluation"] == ""
+    assert run.data.tags["medbench.needs_adaptive_evaluation"] == run.data.tags["medbench.at_chance"] == ""
     assert logged_sanity(uri, run.info.run_id, tmp_path) == []
 
 
@@ -781,7 +781,10 @@ def test_flag_lines_show_the_row_verbatim(
 
     def flagged_run(runner: MatrixRunner) -> list[Any]:
         runner.plan.parent_run_id = "parent"
-        runner.flags = [Flag("zero-gradients", "smallcnn/jpeg[gradient=blocked]", "100% [all] of them", ())]
+        runner.flags = [
+            Flag("zero-gradients", "smallcnn/jpeg[gradient=blocked]", "100% [all] of them", ()),
+            Flag("clean-at-chance", "smallcnn/dcnn[lambda_n=1]", "clean AUC 0.438 is at most chance", ()),
+        ]
         return []
 
     class NoStore:
@@ -795,3 +798,4 @@ def test_flag_lines_show_the_row_verbatim(
         "smallcnn/jpeg[gradient=blocked]: needs adaptive evaluation (zero-gradients): 100% [all] of them"
         in err
     )
+    assert "smallcnn/dcnn[lambda_n=1]: at chance (clean-at-chance): clean AUC 0.438 is at most chance" in err
