@@ -194,7 +194,6 @@ def run(ctx: click.Context, **options: Any) -> None:
     from medbench.matrix import MatrixRunner, plan_matrix
     from medbench.progress import RichProgress
     from medbench.report import results_document, results_table
-    from medbench.sanity import MODEL_CHECKS
     from medbench.spec import (
         DEFAULT_SUITE,
         load_spec_file,
@@ -309,8 +308,7 @@ def run(ctx: click.Context, **options: Any) -> None:
     else:
         Console().print(results_table(results, f"medbench {plan.spec.name} on {plan.dataset.name}"))
     for flag in runner.flags:
-        mark = "at chance" if flag.check in MODEL_CHECKS else "needs adaptive evaluation"
-        console.print(f"[yellow]{escape(flag.row)}: {mark} ({flag.check})[/]: {escape(flag.message)}")
+        console.print(f"[yellow]{escape(flag.row)}: {flag.mark} ({flag.check})[/]: {escape(flag.message)}")
     console.print(
         f"MLflow: experiment {plan.experiment!r}, parent run {plan.parent_run_id} "
         f"({tracker.tracking_uri}); `medbench ui` to browse"

@@ -1162,14 +1162,14 @@ class MatrixRunner:
 
     def _log_board(self) -> None:
         """Sanity flags (``sanity.json``, tags ``medbench.needs_adaptive_evaluation`` and
-        ``medbench.at_chance``) and the
-        robustness curves (``robustness_curves.png``/``.svg``) of this run's cells, read back
-        from MLflow as the leaderboard reads them. Never fails the matrix."""
+        ``medbench.at_chance``) and the robustness curves (``robustness_curves.png``/``.svg``)
+        of this run's cells, read back from MLflow as the leaderboard reads them. Never fails
+        the matrix."""
         import json
 
         from medbench.leaderboard.curves import plot_robustness_curves
         from medbench.leaderboard.records import latest_cells, load_records
-        from medbench.sanity import MODEL_CHECKS, check_cells, primary_metric
+        from medbench.sanity import check_cells, primary_metric
 
         plan = self.plan
         assert plan.parent_run_id is not None
@@ -1186,8 +1186,8 @@ class MatrixRunner:
             self.flags = check_cells(mine, metric)
             flags = [flag.as_dict() for flag in self.flags]
             self.tracker.log_text(plan.parent_run_id, json.dumps(flags, indent=2), "sanity.json")
-            adaptive = sorted({f.row for f in self.flags if f.check not in MODEL_CHECKS})
-            at_chance = sorted({f.row for f in self.flags if f.check in MODEL_CHECKS})
+            adaptive = sorted({f.row for f in self.flags if not f.of_model})
+            at_chance = sorted({f.row for f in self.flags if f.of_model})
             self.tracker.set_tags(
                 plan.parent_run_id,
                 {

@@ -20,7 +20,7 @@ Label conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -281,7 +281,7 @@ def roc_auc(scores: Tensor, targets: Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def _mean_defined(values: list[float]) -> float:
+def mean_defined(values: Iterable[float]) -> float:
     """Return the mean of the non-NaN values, or NaN when there is none."""
     defined = [v for v in values if not math.isnan(v)]
     return sum(defined) / len(defined) if defined else _NAN
@@ -313,7 +313,7 @@ def auc_from_logits(logits: Tensor, labels: Tensor, multilabel: bool = False) ->
     labels = labels.to(logits.device)
     logits = _precise(logits)
     if multilabel:
-        return _mean_defined([roc_auc(logits[:, j], labels[:, j]) for j in range(logits.shape[1])])
+        return mean_defined([roc_auc(logits[:, j], labels[:, j]) for j in range(logits.shape[1])])
     labels = labels.long()
     num_classes = logits.shape[1]
     if num_classes == 1:
@@ -322,7 +322,7 @@ def auc_from_logits(logits: Tensor, labels: Tensor, multilabel: bool = False) ->
         return roc_auc(logits[:, 1] - logits[:, 0], labels)
     log_probs = F.log_softmax(logits, dim=1)
     present = torch.unique(labels).tolist()
-    return _mean_defined([roc_auc(log_probs[:, k], labels == k) for k in present])
+    return mean_defined([roc_auc(log_probs[:, k], labels == k) for k in present])
 
 
 # --------------------------------------------------------------------------- perturbation size

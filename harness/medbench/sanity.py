@@ -3,8 +3,8 @@
 Each check looks at the cells of one row (model + defense) and raises a :class:`Flag` that
 names the cells behind it. A row with a flag of the following checks "needs adaptive
 evaluation" (RobustBench's mark for unreliable entries): its robust numbers are upper bounds
-that a stronger or adapted attack may lower. The checks follow Carlini et al., "On Evaluating Adversarial
-Robustness" (2019), §5, and ART's gradient checks:
+that a stronger or adapted attack may lower. The checks follow Carlini et al., "On Evaluating
+Adversarial Robustness" (2019), §5, and ART's gradient checks:
 
 * ``non-monotone``: the robust metric rises with the budget (a larger ball contains the
   smaller one, so a working attack can only do better);
@@ -39,6 +39,7 @@ from itertools import pairwise
 
 from medbench.defending import parse_variant
 from medbench.leaderboard.records import CellRecord
+from medbench.metrics import mean_defined
 
 SINGLE_STEP_VERSIONS: dict[str, tuple[str, ...]] = {"fgsm": ("bim", "pgd", "mifgsm")}
 """Single-step attacks and their iterative versions."""
@@ -67,6 +68,15 @@ CHECKS: tuple[str, ...] = (
 MODEL_CHECKS = frozenset({"clean-at-chance"})
 """Checks that find the model, not its evaluation, wanting."""
 
+NEEDS_ADAPTIVE = "needs adaptive evaluation"
+AT_CHANCE = "at chance"
+
+
+def mark_of(check: str) -> str:
+    """How boards and the CLI mark a row flagged ``check``: :data:`AT_CHANCE` or :data:`NEEDS_ADAPTIVE`."""
+    return AT_CHANCE if check in MODEL_CHECKS else NEEDS_ADAPTIVE
+
+
 AUC_CHANCE = 0.5
 
 
@@ -79,6 +89,16 @@ class Flag:
     message: str
     cells: tuple[str, ...]
     """Labels of the cells behind the flag (``model/defense/attack@budget``)."""
+
+    @property
+    def of_model(self) -> bool:
+        """Whether the flag finds the model, not its evaluation, wanting (:data:`MODEL_CHECKS`)."""
+        return self.check in MODEL_CHECKS
+
+    @property
+    def mark(self) -> str:
+        """How boards and the CLI mark the row (:func:`mark_of`)."""
+        return mark_of(self.check)
 
     def as_dict(self) -> dict[str, object]:
         """The flag as JSON data (``sanity.json``, ``medbench run --json``)."""
@@ -214,20 +234,15 @@ def _group_checks(row: Sequence[CellRecord]) -> list[Flag]:
     return flags
 
 
-def _finite_mean(values: Iterable[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
 def _clean_at_chance(row: Sequence[CellRecord], tol: float) -> list[Flag]:
     if any(c.task == "segmentation" for c in row):
         return []
     reasons = []
-    auc = _finite_mean(c.metric("clean_auc") for c in row)
+    auc = mean_defined(c.metric("clean_auc") for c in row)
     if auc <= AUC_CHANCE + tol:  # False for NaN
         reasons.append(f"clean AUC {auc:.3f} is at most chance ({AUC_CHANCE:.3f})")
-    accuracy = _finite_mean(c.metric("clean_accuracy") for c in row)
-    chance = _finite_mean(c.metric("sanity_chance_accuracy") for c in row)
+    accuracy = mean_defined(c.metric("clean_accuracy") for c in row)
+    chance = mean_defined(c.metric("sanity_chance_accuracy") for c in row)
     if chance > 0 and accuracy <= chance + tol:  # multi-label data log a chance accuracy of 0
         reasons.append(f"clean accuracy {accuracy:.3f} is at most chance ({chance:.3f})")
     if not reasons:
@@ -240,12 +255,12 @@ def _clean_at_chance(row: Sequence[CellRecord], tol: float) -> list[Flag]:
 
 def is_at_chance(flags: Iterable[Flag]) -> bool:
     """Whether ``flags`` (of one row) say that the model itself is not working."""
-    return any(f.check in MODEL_CHECKS for f in flags)
+    return any(f.of_model for f in flags)
 
 
 def needs_adaptive_evaluation(flags: Iterable[Flag]) -> bool:
     """Whether ``flags`` (of one row) include one against the evaluation (RobustBench's mark)."""
-    return any(f.check not in MODEL_CHECKS for f in flags)
+    return any(not f.of_model for f in flags)
 
 
 def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
+from medbench.metrics import mean_defined
 from medbench.sanity import Flag, check_row, is_at_chance, needs_adaptive_evaluation, primary_metric
 from medbench.spec import RANKING_METRICS
 
@@ -136,11 +137,6 @@ def curve_area(points: Sequence[tuple[float, float]]) -> float:
     return area / (finite[-1][0] - finite[0][0])
 
 
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
 def headline_budgets(cells: Sequence[CellRecord]) -> dict[str, float]:
     """Per attack (a transfer attack apart), the largest budget any row was attacked with."""
     headline: dict[str, float] = {}
@@ -164,7 +160,7 @@ def _row_entry(
     for cell in row:
         by_attack[panel_name(cell)].append(cell)
     clean_names = sorted({k for c in row for k in c.metrics if k.startswith("clean_")})
-    clean = {name: _number(_mean([c.metric(name) for c in row])) for name in clean_names}
+    clean = {name: _number(mean_defined(c.metric(name) for c in row)) for name in clean_names}
     headline: dict[str, float] = {}
     at_headline: dict[str, Number] = {}
     areas: dict[str, Number] = {}

@@ -23,12 +23,10 @@ from rich.table import Table
 
 from medbench.budgets import format_budget
 from medbench.leaderboard.entries import LeaderboardEntry
-from medbench.sanity import MODEL_CHECKS
+from medbench.sanity import AT_CHANCE, NEEDS_ADAPTIVE, mark_of
 
 FORMATS = ("table", "markdown", "html", "csv", "json")
 
-NEEDS_ADAPTIVE = "needs adaptive evaluation"
-AT_CHANCE = "at chance"
 
 SECONDARY = {"accuracy": ("auc", True), "auc": ("accuracy", True), "dice": ("hd95", False)}
 """Per primary metric, the secondary metric shown beside it and whether higher is better."""
@@ -109,15 +107,10 @@ def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[lis
 
 def flags_text(entry: LeaderboardEntry) -> str:
     """The flags column: ``at chance: clean-at-chance; needs adaptive evaluation: zero-gradients``."""
-    parts = []
-    if entry.at_chance:
-        parts.append(
-            f"{AT_CHANCE}: " + ", ".join(sorted({f.check for f in entry.sanity if f.check in MODEL_CHECKS}))
-        )
-    if entry.needs_adaptive_evaluation:
-        evaluation = sorted({f.check for f in entry.sanity if f.check not in MODEL_CHECKS})
-        parts.append(f"{NEEDS_ADAPTIVE}: " + ", ".join(evaluation))
-    return "; ".join(parts)
+    checks: dict[str, set[str]] = {AT_CHANCE: set(), NEEDS_ADAPTIVE: set()}
+    for flag in entry.sanity:
+        checks[mark_of(flag.check)].add(flag.check)
+    return "; ".join(f"{mark}: " + ", ".join(sorted(names)) for mark, names in checks.items() if names)
 
 
 def _text(value: str | float | None, digits: int = 3) -> str:
