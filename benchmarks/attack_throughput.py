@@ -6,7 +6,7 @@ host, random init), one batch of random data (fixed seed) and one budget (L∞, 
 
 (a) ``medbench``: what a matrix cell does per batch (``MatrixRunner._run_cell`` →
     ``craft_splitting_on_oom`` → ``TaskEvaluator.craft``): the estimator from
-    ``medbench.estimators.classifier_estimator``, the parameters frozen with ``frozen_parameters``,
+    ``medbench.wrapping.estimators.classifier_estimator``, the parameters frozen with ``frozen_parameters``,
     the registered ``pgd`` / ``fgsm`` plugin's ``generate`` with whatever it does inside (both take
     ART's steps in torch from the estimator's ``loss_gradient``; PGD draws ART's NumPy random start
     once per batch);
@@ -194,8 +194,8 @@ class Setup:
 
 def build_setup(args: argparse.Namespace) -> Setup:
     from medbench.api import DatasetBundle, DefendedModel
-    from medbench.device import resolve_device
-    from medbench.plugins import PluginHost
+    from medbench.engine.device import resolve_device
+    from medbench.plugins.host import PluginHost
 
     device = resolve_device(args.device)
     host = PluginHost().load()
@@ -277,7 +277,8 @@ def handwritten_attack(
 
 def medbench_random_noise(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
     """The noise of the random start medbench's PGD draws for ``seed`` (on ``x``'s device)."""
-    from medbench_art.linf_iterative import seeded_generator, uniform_noise
+    from medbench.building.pgd import uniform_noise
+    from medbench_art.linf_iterative import seeded_generator
 
     return uniform_noise(tuple(x.shape), eps, seeded_generator(seed, x.device), x.device)
 
@@ -290,7 +291,7 @@ def cell_craft(
 ) -> Any:
     """What ``MatrixRunner._run_cell`` calls for one batch of a cell: the ``AttackResult``."""
     try:
-        from medbench.evaluation import craft_splitting_on_oom
+        from medbench.attacking.evaluation import craft_splitting_on_oom
     except ImportError:  # a harness without the out-of-memory retry
         return evaluator.craft(attack, estimator, x, y, budget, seed)
     return craft_splitting_on_oom(evaluator, attack, estimator, x, y, budget, seed)
@@ -314,8 +315,8 @@ def make_methods(
     from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
 
-    from medbench.estimators import classifier_estimator
-    from medbench.evaluation import ClassificationEvaluator
+    from medbench.attacking.evaluation import ClassificationEvaluator
+    from medbench.wrapping.estimators import classifier_estimator
 
     pgd = attack_name == "pgd"
     eps_step = STEP_RATIO * EPS if pgd else EPS
@@ -383,7 +384,7 @@ FROZEN = {"medbench", "handwritten"}
 
 def timed_call(name: str, function: Callable[[], Any], setup: Setup) -> tuple[float, float, float]:
     """One call of a method: wall seconds, process CPU seconds and peak memory (MiB)."""
-    from medbench.estimators import frozen_parameters
+    from medbench.wrapping.estimators import frozen_parameters
 
     device = setup.device
     reset_peak_memory(device)
@@ -445,8 +446,8 @@ def check_agreement(
     setup: Setup, attack: Any, estimator: Any, attack_name: str, steps: int
 ) -> dict[str, Any]:
     """Run (a) and (b) once from the same random start; the largest difference of their outputs."""
-    from medbench.estimators import frozen_parameters
-    from medbench.evaluation import ClassificationEvaluator
+    from medbench.attacking.evaluation import ClassificationEvaluator
+    from medbench.wrapping.estimators import frozen_parameters
 
     pgd = attack_name == "pgd"
     seed = SEED + 1
@@ -480,7 +481,7 @@ def check_agreement(
 
 
 def profile_medbench(function: Callable[[], Any], setup: Setup, top: int) -> str:
-    from medbench.estimators import frozen_parameters
+    from medbench.wrapping.estimators import frozen_parameters
 
     profiler = cProfile.Profile()
     with frozen_parameters(setup.defended):

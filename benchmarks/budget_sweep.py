@@ -73,9 +73,9 @@ def matrix_level(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def attack_level(args: argparse.Namespace) -> dict[str, Any]:
     """The shared ``generate_budgets`` against 8 ``generate`` calls, with and without predictions."""
     from medbench.api import DefendedModel
-    from medbench.estimators import classifier_estimator, frozen_parameters, predict_logits
-    from medbench.plugins import load_plugins
+    from medbench.plugins.host import load_plugins
     from medbench.testing import tiny_bundle
+    from medbench.wrapping.estimators import classifier_estimator, frozen_parameters, predict_logits
 
     host = load_plugins(check=False)
     device = torch.device(args.device)

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from medbench.device import resolve_device
+    from medbench.engine.device import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -173,7 +173,8 @@ class MatrixTimer:
 
     def run(self, arguments: list[str]) -> Timing:
         from medbench.cli import cli
-        from medbench.matrix import CellResult, MatrixRunner
+        from medbench.engine.cells import CellResult
+        from medbench.engine.runner import MatrixRunner
 
         self.runs += 1
         timed: list[tuple[float, list[CellResult]]] = []

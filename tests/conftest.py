@@ -37,12 +37,13 @@ def art_starts_like_medbench(monkeypatch: pytest.MonkeyPatch) -> Callable[[int],
     for ``seed`` (on the CPU), so that the two can be compared exactly.
 
     ART draws ``random_sphere`` from NumPy's global generator, medbench from a seeded torch
-    generator on the device (:func:`medbench_art.linf_iterative.random_start`).
+    generator on the device (:func:`medbench.building.pgd.random_start`).
     """
     from art.attacks.evasion import fast_gradient
     from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch
 
-    from medbench_art.linf_iterative import seeded_generator, uniform_noise
+    from medbench.building.pgd import uniform_noise
+    from medbench_art.linf_iterative import seeded_generator
 
     def patch(seed: int) -> None:
         cpu = torch.device("cpu")

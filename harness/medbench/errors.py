@@ -65,3 +65,23 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     if known:
         return f"{message}; known: {', '.join(known)}"
     return f"{message}; none is registered"
+
+
+def first_line(error: BaseException, *, with_type: bool = True) -> str:
+    """The first non-empty line of an error's message, for one-line reports.
+
+    Args:
+        error: Any exception.
+        with_type: Prefix the exception's type (``ValueError: ...``), except for medbench's
+            own errors, whose messages are written to be read as they are.
+
+    Returns:
+        ``Type: first line``, the first line alone, or the type's name for an empty message.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if not first:
+        return type(error).__name__
+    if not with_type or isinstance(error, MedbenchError):
+        return first
+    return f"{type(error).__name__}: {first}"

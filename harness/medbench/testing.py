@@ -34,10 +34,10 @@ from medbench.api import (
     Normalization,
     Task,
 )
-from medbench.cache import ModelCache
-from medbench.defending import DefenseBuilder
-from medbench.estimators import classifier_estimator, predict_logits
-from medbench.spec import TrainingSettings
+from medbench.building.cache import ModelCache
+from medbench.building.defending import DefenseBuilder
+from medbench.config.spec import TrainingSettings
+from medbench.wrapping.estimators import classifier_estimator, predict_logits
 
 
 class _TinyNet(Model):
@@ -196,8 +196,8 @@ def check_defense(
     bundle = bundle if bundle is not None else tiny_bundle()
     model = model if model is not None else _TinyNet()
     if standard is None:
-        from medbench.defending import STANDARD_DEFENSE
-        from medbench.plugins import load_plugins
+        from medbench.building.defending import STANDARD_DEFENSE
+        from medbench.plugins.host import load_plugins
 
         standard = load_plugins(check=False).registries.defenses.get(STANDARD_DEFENSE)
     with tempfile.TemporaryDirectory() as directory:

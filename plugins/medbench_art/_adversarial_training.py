@@ -16,8 +16,7 @@ import torch
 from torch.nn.functional import cross_entropy
 
 from medbench.api import ALL_TASKS, DefendedModel, Defense, DefenseContext
-from medbench.training import default_loss
-from medbench_art.pgd_torch import Criterion, pgd_linf
+from medbench.api.toolkit import Criterion, default_loss, pgd_linf
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 

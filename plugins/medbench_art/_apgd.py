@@ -51,7 +51,7 @@ class APGD(ARTEvasionAttack):
     Settings = APGDSettings
 
     def check(self, estimator: Any, y: torch.Tensor) -> None:
-        """Refuse data this loss cannot attack (raises :class:`~medbench.errors.CellError`)."""
+        """Refuse data this loss cannot attack (raises :class:`~medbench.api.toolkit.CellError`)."""
         require_single_label(self.name, estimator, y)
 
     def generate(

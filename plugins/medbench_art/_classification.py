@@ -2,7 +2,7 @@
 
 The C&W, AutoAttack, APGD, Square, DeepFool and HopSkipJump attacks define success as "the
 arg-max class is no longer the label", which multi-label data do not have; they refuse such
-data with a one-line :class:`~medbench.errors.CellError` instead of failing inside ART.
+data with a one-line :class:`~medbench.api.toolkit.CellError` instead of failing inside ART.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medbench.errors import CellError
-from medbench.estimators import predict_logits
+from medbench.api.toolkit import CellError, predict_logits
 
 
 def require_single_label(name: str, estimator: Any, y: torch.Tensor) -> None:

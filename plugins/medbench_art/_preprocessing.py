@@ -1,9 +1,8 @@
 """What ART's preprocessing defences share as medbench defenses: the standard-trained model
 (the rest of the chain) with the defence in front of it, and a declared gradient.
 
-The defences are :class:`medbench.bpda.DefensePreprocessor` objects: each says whether it is
-differentiable and whether it is randomised, so that attacks use BPDA and EOT where needed
-(see :mod:`medbench.bpda`).
+The defences are :class:`medbench.api.toolkit.DefensePreprocessor` objects: each says whether
+it is differentiable and whether it is randomised, so that attacks use BPDA and EOT where needed.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from medbench.api import CLASSIFICATION, DefendedModel, Defense, DefenseContext
-from medbench.bpda import DefensePreprocessor, GradientMode
+from medbench.api.toolkit import DefensePreprocessor, GradientMode
 
 GRADIENT_MODES: tuple[GradientMode, ...] = ("bpda", "blocked")
 Gradient = Literal["bpda", "blocked"]

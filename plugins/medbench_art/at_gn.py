@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn.functional import cross_entropy
 
+from medbench.api.toolkit import Criterion
 from medbench_art._adversarial_training import AdversarialTraining, Logits
-from medbench_art.pgd_torch import Criterion
 
 
 class GaussianNoiseTraining(AdversarialTraining):

@@ -120,7 +120,8 @@ class SequentialAutoAttack(ARTAutoAttack):
         x_adv = x.astype(ART_NUMPY_DTYPE)
         predicted = self.estimator_orig.predict(x_adv, batch_size=self.batch_size)
         robust = np.argmax(predicted, axis=1) == np.argmax(y, axis=1)
-        self.best_attacks = np.where(robust, self.SAMPLE_DEFAULT, self.SAMPLE_MISCLASSIFIED)
+        # ART's constants are untyped; as ints, numpy's stubs pick where()'s three-argument overload
+        self.best_attacks = np.where(robust, int(self.SAMPLE_DEFAULT), int(self.SAMPLE_MISCLASSIFIED))
         for index, attack in enumerate(self.attacks):
             if not robust.any():
                 break

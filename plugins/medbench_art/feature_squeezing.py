@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench.api import DefenseContext
-from medbench.bpda import DefensePreprocessor, GradientMode
+from medbench.api.toolkit import DefensePreprocessor, GradientMode
 from medbench_art._preprocessing import Gradient, PreprocessingDefense, check_gradient
 
 

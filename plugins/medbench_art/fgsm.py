@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from medbench.api import ALL_TASKS, Attack, AttackResult
-from medbench.estimators import input_gradient
+from medbench.api.toolkit import input_gradient
 
 
 class FGSM(Attack):

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench.api import CLASSIFICATION, DefendedModel, Defense, DefenseContext
-from medbench.bpda import DefensePreprocessor
-from medbench.training import default_loss
+from medbench.api.toolkit import DefensePreprocessor, default_loss
 
 
 class GaussianNoiseInput(DefensePreprocessor):

@@ -10,8 +10,8 @@ import torch
 from art.attacks.evasion import HopSkipJump as ARTHopSkipJump
 from art.config import ART_NUMPY_DTYPE
 
-from medbench.api import CLASSIFICATION, Attack, AttackResult
-from medbench.queries import counting_queries
+from medbench.api import CLASSIFICATION, Attack, AttackResult, ThreatModel
+from medbench.api.toolkit import counting_queries
 from medbench_art._art_bridge import seed_everything
 from medbench_art._classification import project_l2, project_linf, require_single_label
 
@@ -84,9 +84,10 @@ class HopSkipJump(Attack):
     Settings = HSJSettings
 
     @property
-    def threat_model(self) -> str:
+    def threat_model(self) -> ThreatModel:
         """``linf`` or ``l2``, following the ``norm`` setting."""
-        return str(self.settings.norm)
+        settings: HSJSettings = self.settings
+        return settings.norm
 
     @property
     def default_budgets(self) -> tuple[float, ...]:

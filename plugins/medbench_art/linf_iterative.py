@@ -10,7 +10,8 @@ takes the same step):
 4. ``x ← x₀ + clip(x − x₀, −ε, ε)``.
 
 The random start is ART's distribution, ``clip(x₀ + uniform(−ε, ε), 0, 1)``, drawn on the
-estimator's device from a torch generator seeded with the cell's seed (:func:`random_start`).
+estimator's device from a torch generator seeded with the cell's seed
+(:func:`medbench.api.toolkit.random_start`).
 ART draws it from NumPy's global generator on the host: for a batch of 128 images at 224² that
 alone took longer than a third of a 10-step ResNet-50 PGD on an H200. Tests give ART's attack the
 same start and compare the two bit for bit on the CPU.
@@ -24,7 +25,6 @@ passes per batch only to log a success rate.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,69 +32,8 @@ import torch
 from art.estimators.classification.classifier import ClassifierMixin
 
 from medbench.api import Attack
-from medbench.estimators import art_labels, input_gradient, predict_logits
+from medbench.api.toolkit import art_labels, input_gradient, linf_iterations, predict_logits, random_start
 from medbench_art._art_bridge import seed_everything
-
-Gradient = Callable[[torch.Tensor], torch.Tensor]
-
-
-def linf_iterations(
-    gradient: Gradient,
-    x0: torch.Tensor,
-    start: torch.Tensor,
-    *,
-    eps: float,
-    eps_step: float,
-    steps: int,
-    decay: float | None = None,
-) -> torch.Tensor:
-    """Run ``steps`` signed-gradient steps from ``start``, projected onto the ε-ball of ``x0`` and [0, 1].
-
-    Args:
-        gradient: ``x -> ∇ₓ loss`` at the current iterate (ascent direction).
-        x0: Clean inputs in [0, 1], the centre of the ball.
-        start: First iterate (``x0`` itself, or a random point of the ball).
-        eps: L∞ radius.
-        eps_step: Step size α.
-        steps: Number of steps.
-        decay: Momentum decay μ of MI-FGSM; None for plain signed steps.
-
-    Returns:
-        The last iterate, detached.
-    """
-    x_adv = start.detach()
-    momentum = torch.zeros_like(x0) if decay is not None else None
-    for _ in range(steps):
-        grad = gradient(x_adv)
-        grad = grad.masked_fill(grad.isnan(), 0.0)
-        if momentum is not None and decay is not None:
-            flat = grad.reshape(len(grad), -1)
-            norm1 = torch.linalg.norm(flat, ord=1, dim=1, keepdim=True)
-            # ART's guard: an all-zero gradient row contributes nothing instead of 0/0
-            momentum.mul_(decay).add_((flat * norm1.where(norm1 == 0, 1 / norm1)).reshape(grad.shape))
-            grad = momentum
-        with torch.no_grad():
-            x_adv = (x_adv + eps_step * grad.sign()).clamp(0.0, 1.0)
-            x_adv = x0 + (x_adv - x0).clamp(-eps, eps)
-    return x_adv.detach()
-
-
-def uniform_noise(
-    shape: tuple[int, ...], eps: float, generator: torch.Generator | None, device: torch.device
-) -> torch.Tensor:
-    """``uniform(−ε, ε)`` float32 noise of ``shape`` on ``device``: the draw of :func:`random_start`."""
-    return (2 * torch.rand(shape, generator=generator, device=device) - 1) * eps
-
-
-def random_start(x0: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """ART's L∞ random start, ``clip(x₀ + uniform(−ε, ε), 0, 1)``, drawn on ``x0``'s device.
-
-    Args:
-        x0: Clean inputs in [0, 1] (float32).
-        eps: L∞ radius.
-        generator: Torch generator on ``x0``'s device; None draws from torch's default one.
-    """
-    return (x0 + uniform_noise(tuple(x0.shape), eps, generator, x0.device)).clamp(0.0, 1.0)
 
 
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:

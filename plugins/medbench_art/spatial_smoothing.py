@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench.api import DefenseContext
-from medbench.bpda import DefensePreprocessor
+from medbench.api.toolkit import DefensePreprocessor
 from medbench_art._preprocessing import PreprocessingDefense
 
 

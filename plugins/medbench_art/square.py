@@ -10,7 +10,7 @@ import torch
 from art.attacks.evasion import SquareAttack
 
 from medbench.api import CLASSIFICATION, Attack, AttackResult
-from medbench.queries import counting_queries
+from medbench.api.toolkit import counting_queries
 from medbench_art._art_bridge import run_art_attack
 from medbench_art._classification import require_single_label
 

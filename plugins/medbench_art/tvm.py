@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from art.defences.preprocessor import TotalVarMin
 
 from medbench.api import DefenseContext
-from medbench.bpda import DefensePreprocessor
+from medbench.api.toolkit import DefensePreprocessor
 from medbench_art._preprocessing import Gradient, NumpyDefence, PreprocessingDefense, check_gradient
 
 

@@ -33,8 +33,7 @@ import torch
 from torch import nn
 
 from medbench.api import DefendedModel, Defense, DefenseContext
-from medbench.errors import UsageError
-from medbench.forward import normalize
+from medbench.api.toolkit import UsageError, normalize
 from medbench_colorization.classifier import ColorizedClassifier, Part
 from medbench_colorization.coloru import DIVISOR, ColorU
 from medbench_colorization.deconv import Deconv

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 
 FINGERPRINT_VERSION = 1
 """Bumped whenever the preprocessing of the built-in datasets changes what they deliver."""
@@ -133,7 +133,11 @@ def fingerprint(
     header = {
         "version": FINGERPRINT_VERSION,
         "name": name,
-        "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings,
+        "settings": (
+            dataclasses.asdict(settings)
+            if dataclasses.is_dataclass(settings) and not isinstance(settings, type)
+            else settings
+        ),
         "extra": dict(extra or {}),
     }
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
@@ -141,5 +145,5 @@ def fingerprint(
         data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
         data = np.ascontiguousarray(data)
         digest.update(f"|{data.dtype.str}{data.shape}|".encode())
-        digest.update(data)
+        digest.update(data.data)  # the C-contiguous bytes
     return digest.hexdigest()

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset as TorchDataset
 
 from medbench.api import DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import fingerprint, stratified_split
 from medbench_data.imagefolder import _resize, to_grayscale_array
 

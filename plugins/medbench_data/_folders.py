@@ -11,12 +11,12 @@ The loaders of ``brain-tumor-mri``, ``chest-xray-pneumonia``, ``iq-oth-nccd``, `
 * downsample classes at random with the seed (class balancing, or a cap on one class);
 * resize (shorter side) and center-crop every image to ``image_size``, as torchvision's
   ``Resize(size)`` + ``CenterCrop(size)`` do on PIL images, in grayscale or RGB, quantised to
-  8 bits like ``ToTensor`` on a PIL image;
+  8 bits like ``ToTensor`` on a PIL image (:mod:`medbench_data._folder_images`);
 * split stratified by class with the seed, and decode everything at load time when the
   decoded images are small (``preload_mb``), else lazily, one image per item;
 * fingerprint the content of every file read, the labels, the split and the settings.
 
-Every problem with the files is a one-line :class:`~medbench.errors.UsageError` that names
+Every problem with the files is a one-line :class:`~medbench.api.toolkit.UsageError` that names
 the path and the expected layout (or the file that cannot be read).
 """
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -35,19 +34,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset as TorchDataset
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import TensorSplit, fingerprint, stratified_split, validate_fractions
-from medbench_data.imagefolder import IMAGE_SUFFIXES, to_grayscale_array
+from medbench_data._folder_images import (
+    ImageFileSplit,
+    check_image_header,
+    decode,
+    read_image_bytes,
+)
+from medbench_data.imagefolder import IMAGE_SUFFIXES
 
 Source = tuple[str, ...]
 """A file or folder of a release, relative to its top folder, with its alternative spellings
 (``("Bengin cases", "Benign cases")``); ``/`` separates path components."""
 
-_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _SEARCH_DEPTH = 2
 _BALANCE_STREAM = 0xBA1A
 _MIB = 1 << 20
@@ -231,103 +234,6 @@ def balance_by_downsampling(labels: np.ndarray, seed: int) -> np.ndarray:
     return downsample_classes(labels, {int(c): smallest for c in classes}, seed)
 
 
-# --------------------------------------------------------------------------- images
-
-
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (bilinear, antialiased) and crop the centre square.
-
-    The same geometry as torchvision's ``Resize(size)`` followed by ``CenterCrop(size)`` on a
-    PIL image: the longer side becomes ``int(size * long / short)``, the crop offset is
-    ``round((side - size) / 2)``.
-    """
-    width, height = image.size
-    new_size = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
-    if new_size != image.size:
-        image = image.resize(new_size, Image.Resampling.BILINEAR)
-    left = round((new_size[0] - size) / 2.0)
-    top = round((new_size[1] - size) / 2.0)
-    return image.crop((left, top, left + size, top + size))
-
-
-def preprocess(image: Image.Image, size: int, channels: int) -> np.ndarray:
-    """A decoded image as ``uint8`` ``(channels, size, size)``: grey or RGB, resized and cropped.
-
-    Grayscale follows :func:`~medbench_data.imagefolder.to_grayscale_array` (ITU-R 601 luma,
-    alpha ignored, 16-bit scaled by its range) before quantising to 8 bits; RGB drops alpha,
-    and a 16-bit or float grey image is repeated over the three channels.
-    """
-    if channels == 3 and image.mode not in _HIGH_DEPTH_MODES:
-        pil = image.convert("RGB")
-    else:
-        grey = to_grayscale_array(image)
-        pil = Image.fromarray(np.clip(np.rint(grey * 255.0), 0, 255).astype(np.uint8), mode="L")
-    array = np.asarray(resize_center_crop(pil, size), dtype=np.uint8)
-    array = np.repeat(array[None], channels, axis=0) if array.ndim == 2 else array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array)
-
-
-def decode(data: bytes, path: Path, size: int, channels: int, owner: str) -> np.ndarray:
-    """Decode an image file's bytes and :func:`preprocess` it.
-
-    Raises:
-        UsageError: Naming ``path`` when the bytes are not a readable image.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return preprocess(image, size, channels)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"{owner}: cannot decode image {path}: {error}") from None
-
-
-def _check_header(data: bytes, path: Path, owner: str) -> None:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if min(image.size) < 1:
-                raise ValueError("empty image")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"{owner}: cannot decode image {path}: {error}") from None
-
-
-def _read(path: Path, owner: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise UsageError(f"{owner}: cannot read image {path}: {error}") from None
-
-
-class ImageFileSplit(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
-    """One split read lazily: each item decodes and preprocesses its file on access.
-
-    Items are the same as those of a preloaded :class:`~medbench_data._common.TensorSplit`
-    (``float32`` in [0, 1], ``(channels, size, size)``), bit for bit.
-
-    Attributes:
-        paths: The image file of every item.
-        labels: ``(N,)`` ``int64`` class indices.
-    """
-
-    def __init__(
-        self, paths: Sequence[Path], labels: torch.Tensor, size: int, channels: int, owner: str
-    ) -> None:
-        if len(paths) != len(labels):
-            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-        self.paths = list(paths)
-        self.labels = labels
-        self.size = size
-        self.channels = channels
-        self.owner = owner
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.paths[index]
-        array = decode(_read(path, self.owner), path, self.size, self.channels, self.owner)
-        return torch.from_numpy(array).float().div_(255.0), self.labels[index]
-
-
 # --------------------------------------------------------------------------- settings and bundle
 
 
@@ -416,24 +322,7 @@ def build_bundle(
     train, val, test = stratified_split(labels, settings.val_fraction, settings.test_fraction, seed)
     preload = len(paths) * channels * size * size <= settings.preload_mb * _MIB
     order = np.concatenate([train, val, test])
-    digests = np.zeros((len(paths), 16), dtype=np.uint8)
-    images = np.empty((len(order) if preload else 0, channels, size, size), dtype=np.uint8)
-
-    def ingest(position: int) -> None:
-        """Hash the file of sample ``order[position]``; decode it into ``images[position]``."""
-        index = int(order[position])
-        path = paths[index]
-        data = _read(path, owner)
-        digests[index] = np.frombuffer(hashlib.blake2b(data, digest_size=16).digest(), dtype=np.uint8)
-        if preload:
-            images[position] = decode(data, path, size, channels, owner)
-        else:
-            _check_header(data, path, owner)
-
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(ingest, range(len(order))):
-            pass
+    digests, images = _ingest(paths, order, size, channels, owner, preload=preload)
     labels_t = torch.from_numpy(labels)
     parts = (train, val, test)
     splits: list[TorchDataset[Any]]
@@ -465,6 +354,48 @@ def build_bundle(
             {"files": relative, "classes": list(class_names), "seed": seed},
         ),
     )
+
+
+def _ingest(
+    paths: Sequence[Path], order: np.ndarray, size: int, channels: int, owner: str, *, preload: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read every file once (in parallel): hash it, and decode it when preloading.
+
+    Args:
+        paths: The images, in sample order.
+        order: The sample indices in the order of the decoded buffer (train, val, test).
+        size: Side of the square images.
+        channels: 1 or 3.
+        owner: The dataset's name, for messages.
+        preload: Decode every image into the buffer; otherwise only check its header.
+
+    Returns:
+        ``(digests, images)``: the ``(N, 16)`` ``uint8`` BLAKE2b digest of each sample's
+        file, in sample order, and the ``uint8`` ``(len(order), channels, size, size)``
+        decoded images in ``order`` (empty unless ``preload``).
+
+    Raises:
+        UsageError: When a file cannot be read or decoded, naming it.
+    """
+    digests = np.zeros((len(paths), 16), dtype=np.uint8)
+    images = np.empty((len(order) if preload else 0, channels, size, size), dtype=np.uint8)
+
+    def ingest(position: int) -> None:
+        """Hash the file of sample ``order[position]``; decode it into ``images[position]``."""
+        index = int(order[position])
+        path = paths[index]
+        data = read_image_bytes(path, owner)
+        digests[index] = np.frombuffer(hashlib.blake2b(data, digest_size=16).digest(), dtype=np.uint8)
+        if preload:
+            images[position] = decode(data, path, size, channels, owner)
+        else:
+            check_image_header(data, path, owner)
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(ingest, range(len(order))):
+            pass
+    return digests, images
 
 
 class BalancedFolderDataset(Dataset):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import require_data_dir
 from medbench_data._files import (
     Fit,

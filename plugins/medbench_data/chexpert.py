@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import require_data_dir
 from medbench_data._files import (
     Fit,

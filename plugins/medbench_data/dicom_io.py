@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
 WINDOW_FORMS = "minmax | file | bits | LOW,HIGH (e.g. -175,250) | center=C,width=W (e.g. center=40,width=400)"

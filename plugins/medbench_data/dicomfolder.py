@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import fingerprint, validate_fractions
 from medbench_data._files import Fit, LazyImages, files_digest, stratified_group_split
 from medbench_data.dicom_io import (

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import TensorSplit, fingerprint, stratified_split, validate_fractions
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -52,10 +54,28 @@ def _resize(array: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
+def _rgb_array(image: Image.Image, size: int) -> np.ndarray:
+    """An image as ``float32`` RGB ``(3, size, size)`` in [0, 1], resized bilinearly."""
+    rgb = image.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _identity(settings: Any) -> dict[str, Any]:
+    """The settings that define the data; ``channels`` only when not the default (1), so that the
+    fingerprints of grayscale folders stay those they had before the setting existed."""
+    identity = dataclasses.asdict(settings)
+    if identity.get("channels") == 1:
+        del identity["channels"]
+    return identity
+
+
 class ImageFolder(Dataset):
     """Images from a local folder, one sub-folder per class (class names sorted).
 
-    Every image is converted to grayscale in [0, 1] (16-bit PNGs keep their precision) and
+    Every image is converted to grayscale in [0, 1] (16-bit PNGs keep their precision; or to
+    RGB with ``channels: 3``) and
     resized to ``image_size`` × ``image_size``; the split into train / val / test is
     stratified by class and fixed by the seed.
     """
@@ -72,12 +92,16 @@ class ImageFolder(Dataset):
 
         Attributes:
             image_size: Height and width after resizing (8 to 1024).
+            channels: 1 (grayscale, ITU-R 601 luma; 16-bit images keep their precision) or 3
+                (RGB, 8 bits per channel; a grey image is repeated over the three), for models
+                built for colour input such as ImageNet backbones.
             val_fraction: Share of each class in the validation split.
             test_fraction: Share of each class in the test split.
             max_per_class: Keep at most this many images per class (0: all), chosen by seed.
         """
 
         image_size: int = 64
+        channels: int = 1
         val_fraction: float = 0.15
         test_fraction: float = 0.15
         max_per_class: int = 0
@@ -85,6 +109,8 @@ class ImageFolder(Dataset):
         def validate(self) -> None:
             if not 8 <= self.image_size <= 1024:
                 raise ValueError(f"image_size must be in [8, 1024], got {self.image_size}")
+            if self.channels not in (1, 3):
+                raise ValueError(f"channels must be 1 or 3, got {self.channels}")
             if self.max_per_class < 0:
                 raise ValueError("max_per_class must be >= 0")
             validate_fractions(self.val_fraction, self.test_fraction)
@@ -123,12 +149,16 @@ class ImageFolder(Dataset):
                 images = [images[i] for i in chosen]
             paths.extend(images)
             labels.extend([index] * len(images))
-        arrays = np.empty((len(paths), 1, settings.image_size, settings.image_size), dtype=np.float32)
+        size, channels = settings.image_size, settings.channels
+        arrays = np.empty((len(paths), channels, size, size), dtype=np.float32)
         for position, path in enumerate(paths):
             try:
                 with Image.open(path) as image:
                     image.load()
-                    arrays[position, 0] = _resize(to_grayscale_array(image), settings.image_size)
+                    if channels == 1:
+                        arrays[position, 0] = _resize(to_grayscale_array(image), size)
+                    else:
+                        arrays[position] = _rgb_array(image, size)
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
                 raise UsageError(f"imagefolder: cannot decode image {path}: {error}") from None
         label_array = np.asarray(labels, dtype=np.int64)
@@ -141,9 +171,9 @@ class ImageFolder(Dataset):
             val=TensorSplit(images_t[val], labels_t[val]),
             test=TensorSplit(images_t[test], labels_t[test]),
             class_names=tuple(files),
-            input_shape=(1, settings.image_size, settings.image_size),
+            input_shape=(channels, size, size),
             modality="image",
             fingerprint=fingerprint(
-                self.name, settings, [arrays, label_array], {"files": relative, "seed": seed}
+                self.name, _identity(settings), [arrays, label_array], {"files": relative, "seed": seed}
             ),
         )

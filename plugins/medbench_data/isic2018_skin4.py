@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._folders import (
     FolderSettings,
     Source,

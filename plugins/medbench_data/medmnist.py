@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import TensorSplit, fingerprint
 
 SPLITS = ("train", "val", "test")

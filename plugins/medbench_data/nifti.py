@@ -18,15 +18,16 @@ first, ``(C, Z, X, Y)`` for images and ``(Z, X, Y)`` for labels, like every 3D d
 medbench. Training items are random ``patch``-sized crops, half of them centred on a
 labelled voxel (MONAI's ``RandCropByPosNegLabeld``, pos=1, neg=1); validation and test
 items are whole volumes. Preprocessed volumes are kept in memory after their first use.
+
+The split file is parsed and checked by :mod:`medbench_data._nifti_split`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePath
@@ -37,14 +38,17 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import fingerprint
-
-LAYOUT = (
-    'DATA_DIR/<split_file> (default dataset.json) with "training" and "validation" lists (optional "test") '
-    'of {"image": path, "label": path} NIfTI pairs relative to DATA_DIR, and "labels": '
-    '{"0": "background", "1": ...} (Decathlon / BTCV / ACDC style)'
+from medbench_data._nifti_split import (
+    LAYOUT,
+    class_names_of,
+    file_identity,
+    has_labelled_test,
+    read_split_file,
+    split_pairs,
 )
+
 _ORIENTATION_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 """nibabel's RAS convention, passed explicitly to silence MONAI's warning about its changing default."""
 
@@ -139,12 +143,12 @@ class Nifti(Dataset):
         if not data_dir.is_dir():
             raise UsageError(f"nifti: {data_dir} is not a directory; expected layout: {LAYOUT}")
         split_path = data_dir / settings.split_file
-        content, spec = _read_split_file(split_path)
-        lists = {key: _pairs(spec, key, data_dir, split_path) for key in ("training", "validation")}
-        test_key = "test" if _has_labelled_test(spec, split_path) else "validation"
+        content, spec = read_split_file(split_path)
+        lists = {key: split_pairs(spec, key, data_dir, split_path) for key in ("training", "validation")}
+        test_key = "test" if has_labelled_test(spec, split_path) else "validation"
         if test_key == "test":
-            lists["test"] = _pairs(spec, "test", data_dir, split_path)
-        class_names = _class_names(settings, spec, split_path)
+            lists["test"] = split_pairs(spec, "test", data_dir, split_path)
+        class_names = class_names_of(settings.class_names, spec, split_path)
 
         store = VolumeStore(settings, len(class_names))
         volumes = {key: [store.add(pair) for pair in pairs] for key, pairs in lists.items()}
@@ -163,7 +167,7 @@ class Nifti(Dataset):
             {
                 "seed": seed,
                 "split_file": hashlib.sha256(content).hexdigest(),
-                "files": [_file_identity(path, data_dir) for path in files],
+                "files": [file_identity(path, data_dir) for path in files],
                 "class_names": list(class_names),
                 "monai": _monai_version(),
             },
@@ -180,105 +184,6 @@ class Nifti(Dataset):
             intensity_window=(settings.a_min, settings.a_max) if settings.intensity == "window" else None,
             intensity_unit="HU" if settings.intensity == "window" else "",
         )
-
-
-# --------------------------------------------------------------------------- split file
-
-
-def _read_split_file(path: Path) -> tuple[bytes, dict[str, Any]]:
-    if not path.is_file():
-        raise UsageError(f"nifti: split file {path} not found; expected layout: {LAYOUT}")
-    content = path.read_bytes()
-    try:
-        spec = json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(
-            f"nifti: split file {path} is not valid JSON ({error}); expected layout: {LAYOUT}"
-        ) from None
-    if not isinstance(spec, dict):
-        raise UsageError(f"nifti: split file {path} must hold a JSON object; expected layout: {LAYOUT}")
-    return content, spec
-
-
-def _class_names(settings: Nifti.Settings, spec: Mapping[str, Any], path: Path) -> tuple[str, ...]:
-    if settings.class_names:
-        return tuple(settings.class_names)
-    labels = spec.get("labels")
-    if labels is None:
-        raise UsageError(
-            f'nifti: split file {path} has no "labels" and the class_names setting is empty; add '
-            '"labels": {"0": "background", "1": ...} to it or set class_names=background,...'
-        )
-    try:
-        if not isinstance(labels, dict):
-            raise ValueError
-        names = {int(key): str(value) for key, value in labels.items()}
-    except (TypeError, ValueError):
-        raise UsageError(
-            f'nifti: "labels" in {path} must map class indices to names, like '
-            '{"0": "background", "1": "spleen"}'
-        ) from None
-    if sorted(names) != list(range(len(names))) or len(names) < 2:
-        raise UsageError(
-            f'nifti: "labels" in {path} must number at least two classes 0, 1, 2... without gaps, '
-            f"got indices {sorted(names)}"
-        )
-    return tuple(names[index] for index in range(len(names)))
-
-
-def _has_labelled_test(spec: Mapping[str, Any], path: Path) -> bool:
-    """Whether ``test`` lists labelled pairs; unlabelled test images (BTCV) are ignored."""
-    entries = spec.get("test")
-    if not entries:
-        return False
-    if not isinstance(entries, list):
-        raise UsageError(f'nifti: "test" in {path} must be a list; expected layout: {LAYOUT}')
-    labelled = [isinstance(entry, dict) and "label" in entry for entry in entries]
-    if any(labelled) and not all(labelled):
-        raise UsageError(f'nifti: some "test" entries in {path} have a "label" and some not')
-    return all(labelled)
-
-
-def _pairs(spec: Mapping[str, Any], key: str, data_dir: Path, path: Path) -> list[tuple[Path, Path]]:
-    entries = spec.get(key)
-    if not isinstance(entries, list) or not entries:
-        found = "missing" if entries is None else "empty or not a list"
-        raise UsageError(f'nifti: "{key}" in split file {path} is {found}; expected layout: {LAYOUT}')
-    pairs = []
-    for position, entry in enumerate(entries):
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("image"), str)
-            and isinstance(entry.get("label"), str)
-        ):
-            raise UsageError(
-                f'nifti: entry {position} of "{key}" in {path} must be {{"image": path, "label": path}}, '
-                f"got {entry!r}"
-            )
-        pairs.append((_inside(data_dir, entry["image"], path), _inside(data_dir, entry["label"], path)))
-    return pairs
-
-
-def _inside(data_dir: Path, relative: str, split_path: Path) -> Path:
-    """``data_dir / relative``, checked to exist and not to leave ``data_dir`` (even by a symlink)."""
-    pure = PurePath(relative)
-    if not relative or pure.is_absolute() or ".." in pure.parts:
-        raise UsageError(
-            f"nifti: {split_path} lists {relative!r}: paths must be relative to {data_dir}, without .."
-        )
-    path = data_dir / pure
-    if not path.is_file():
-        raise UsageError(
-            f"nifti: {split_path} lists {relative!r}, but {path} does not exist or is not a file"
-        )
-    if not path.resolve().is_relative_to(data_dir.resolve()):
-        raise UsageError(f"nifti: {path} (listed in {split_path}) leads outside {data_dir} through a symlink")
-    return path
-
-
-def _file_identity(path: Path, data_dir: Path) -> list[Any]:
-    stat = path.stat()
-    return [path.relative_to(data_dir).as_posix(), stat.st_size, stat.st_mtime_ns]
 
 
 def _monai_version() -> str:

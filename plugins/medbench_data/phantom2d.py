@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import TensorSplit, fingerprint, stratified_split, validate_fractions
 
 GENERATOR_VERSION = 1
@@ -33,6 +33,8 @@ _TEXTURE_CELLS = (24, 12, 6)
 """Scales of the organ textures: noise cells across the field of view (fine to coarse)."""
 _RIM_FRACTION = 0.2
 """Share of rim-enhancing lesions (a bright or dark ring around a fainter core)."""
+_BodyFrame = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""Per-image body ellipses: centre ``cx``, ``cy``, half-axes ``a``, ``b`` and angle ``theta``."""
 
 
 class Phantom2D(Dataset):
@@ -209,7 +211,7 @@ def _draw_chunk(rng: np.random.Generator, lesion: np.ndarray, s: Phantom2D.Setti
 
     has = np.flatnonzero(lesion)
     if len(has):
-        body_frame = tuple(p[has] for p in (cx, cy, a, b, theta))
+        body_frame = (cx[has], cy[has], a[has], b[has], theta[has])
         image[has] += _lesions(np.random.default_rng(rng.integers(2**63)), len(has), s, x, y, body_frame)
 
     image *= np.clip(1.0 + s.bias_strength / 2 * _smooth_noise(rng, n, size, 3), 0.5, 1.5)
@@ -223,7 +225,7 @@ def _lesions(
     s: Phantom2D.Settings,
     x: np.ndarray,
     y: np.ndarray,
-    body: tuple[np.ndarray, ...],
+    body: _BodyFrame,
 ) -> np.ndarray:
     """``n`` additive lesion images, inside the bodies whose frames ``body`` gives."""
     size = s.image_size

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import fingerprint
 
 GENERATOR_VERSION = "phantom3d-2"
@@ -170,93 +170,133 @@ class _Uniform:
         return low + (high - low) * float(torch.rand((), generator=self.generator))
 
 
-def _draw(generator: torch.Generator, size: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
-    u = _Uniform(generator)
-    # body-frame coordinates: x < 0 is the patient's right, y < 0 anterior, z > 0 superior
-    z, x, y = _grid(size)
-    textures = _textures(generator, size)
-    fine, medium, coarse = textures
-    half = size / 2  # voxels per unit of the [-1, 1] field of view, for one-voxel soft edges
+class _Canvas:
+    """A volume being drawn: the body-frame grid, its textures, the body and the painted organs.
 
-    # body: an elliptical cylinder, slightly tapered along z, with a subcutaneous fat layer
-    cx, cy = u(-0.04, 0.04), u(-0.04, 0.04)
-    a = u(0.8, 0.9)
-    b = a * u(0.62, 0.74)
-    taper = 1.0 + u(-0.06, 0.06) * z
-    d_body = torch.sqrt(((x - cx) / (a * taper)) ** 2 + ((y - cy) / (b * taper)) ** 2)
-    body = _edge(d_body, b * half)
-    d_inner = d_body / u(0.88, 0.93)
-    inner = _edge(d_inner, b * half)
-    fat, soft = u(0.18, 0.24), u(0.42, 0.48)
-    image = body * (fat + 0.012 * medium) + inner * (soft + 0.03 * medium + 0.015 * fine - fat)
-    label = torch.zeros((size, size, size), dtype=torch.int64)
-    inside = d_inner < 1.0
+    Creating it draws the textures and then the body (an elliptical cylinder, slightly tapered
+    along z, with a subcutaneous fat layer); the organs are then painted in turn with
+    :meth:`paint`. Every random number comes from one generator, in a fixed order.
 
-    def place(px: float, py: float) -> tuple[float, float]:
+    Attributes:
+        u: Uniform floats from the generator.
+        z, x, y: Body-frame coordinates: x < 0 is the patient's right, y < 0 anterior, z > 0
+            superior.
+        fine, medium, coarse: Unit-variance textures (see :data:`_TEXTURE_SIGMAS`).
+        half: Voxels per unit of the [-1, 1] field of view, for one-voxel soft edges.
+        image: The intensities painted so far, ``(D, H, W)``.
+        label: The class of every voxel, ``int64`` ``(D, H, W)``.
+    """
+
+    def __init__(self, generator: torch.Generator, size: int) -> None:
+        self.u = _Uniform(generator)
+        self.z, self.x, self.y = _grid(size)
+        self.fine, self.medium, self.coarse = _textures(generator, size)
+        self.half = size / 2
+        u, x, y, z, half = self.u, self.x, self.y, self.z, self.half
+        self.cx, self.cy = u(-0.04, 0.04), u(-0.04, 0.04)
+        self.a = u(0.8, 0.9)
+        self.b = self.a * u(0.62, 0.74)
+        taper = 1.0 + u(-0.06, 0.06) * z
+        d_body = torch.sqrt(((x - self.cx) / (self.a * taper)) ** 2 + ((y - self.cy) / (self.b * taper)) ** 2)
+        body = _edge(d_body, self.b * half)
+        d_inner = d_body / u(0.88, 0.93)
+        self.inner = _edge(d_inner, self.b * half)
+        fat, soft = u(0.18, 0.24), u(0.42, 0.48)
+        medium, fine = self.medium, self.fine
+        self.image = body * (fat + 0.012 * medium) + self.inner * (soft + 0.03 * medium + 0.015 * fine - fat)
+        self.label = torch.zeros((size, size, size), dtype=torch.int64)
+        self.inside = d_inner < 1.0
+
+    def place(self, px: float, py: float) -> tuple[float, float]:
         """A point given in the frame of an average body, moved with this body."""
-        return cx + px * a / 0.85, cy + py * b / 0.58
+        return self.cx + px * self.a / 0.85, self.cy + py * self.b / 0.58
 
-    def jitter(value: float, spread: float = 0.04) -> float:
-        return value + u(-spread, spread)
+    def jitter(self, value: float, spread: float = 0.04) -> float:
+        """``value`` moved at random by at most ``spread``."""
+        return value + self.u(-spread, spread)
 
-    def scale(value: float) -> float:
-        return value * u(0.85, 1.15)
+    def scale(self, value: float) -> float:
+        """``value`` scaled at random by 0.85 to 1.15."""
+        return value * self.u(0.85, 1.15)
 
-    def paint(mask: torch.Tensor, hard: torch.Tensor, level: torch.Tensor | float, cls: int) -> None:
-        nonlocal image
-        image = image + mask * inner * (level - image)
-        label[hard & inside] = cls
+    def paint(self, mask: torch.Tensor, hard: torch.Tensor, level: torch.Tensor | float, cls: int) -> None:
+        """Blend ``level`` in where ``mask`` (inside the body) and label the ``hard`` voxels ``cls``."""
+        self.image = self.image + mask * self.inner * (level - self.image)
+        self.label[hard & self.inside] = cls
 
-    # liver (1): a large right-sided ellipsoid joined by a smaller left lobe, smooth texture
-    lx, ly = place(jitter(-0.38), jitter(-0.05))
-    radii = scale(0.34), scale(0.38), scale(0.45)
-    d_liver = _ellipsoid(x, y, z, lx, ly, jitter(0.2, 0.1), *radii, u(-0.3, 0.3))
-    mx, my = place(jitter(-0.06, 0.03), jitter(-0.2, 0.03))
-    radii = scale(0.22), scale(0.13), scale(0.2)
-    d_lobe = _ellipsoid(x, y, z, mx, my, jitter(0.3, 0.1), *radii, u(-0.3, 0.3))
+
+def _draw(generator: torch.Generator, size: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    canvas = _Canvas(generator, size)
+    _draw_liver(canvas)
+    _draw_spleen(canvas)
+    _draw_kidneys(canvas)
+    _draw_aorta(canvas)
+    _draw_spine(canvas)
+    image = canvas.image + noise * torch.randn((size, size, size), generator=generator)
+    return image.clamp_(0.0, 1.0).unsqueeze(0), canvas.label
+
+
+def _draw_liver(c: _Canvas) -> None:
+    """Liver (1): a large right-sided ellipsoid joined by a smaller left lobe, smooth texture."""
+    u, x, y, z = c.u, c.x, c.y, c.z
+    lx, ly = c.place(c.jitter(-0.38), c.jitter(-0.05))
+    radii = c.scale(0.34), c.scale(0.38), c.scale(0.45)
+    d_liver = _ellipsoid(x, y, z, lx, ly, c.jitter(0.2, 0.1), *radii, u(-0.3, 0.3))
+    mx, my = c.place(c.jitter(-0.06, 0.03), c.jitter(-0.2, 0.03))
+    radii = c.scale(0.22), c.scale(0.13), c.scale(0.2)
+    d_lobe = _ellipsoid(x, y, z, mx, my, c.jitter(0.3, 0.1), *radii, u(-0.3, 0.3))
     d_liver = torch.minimum(d_liver, d_lobe)
-    paint(_edge(d_liver, 0.3 * half), d_liver < 1.0, u(0.54, 0.6) + 0.012 * coarse, 1)
+    c.paint(_edge(d_liver, 0.3 * c.half), d_liver < 1.0, u(0.54, 0.6) + 0.012 * c.coarse, 1)
 
-    # spleen (3): a medium ellipsoid on the other side, posterior, tilted, grainier
-    sx, sy = place(jitter(0.5), jitter(0.2))
-    radii = scale(0.13), scale(0.2), scale(0.25)
-    d_spleen = _ellipsoid(x, y, z, sx, sy, jitter(0.3, 0.1), *radii, u(0.3, 0.8))
-    paint(_edge(d_spleen, 0.18 * half), d_spleen < 1.0, u(0.49, 0.53) + 0.03 * medium, 3)
 
-    # kidneys (2): two bean shapes (ellipsoid minus a medial hilum) with a brighter cortex
+def _draw_spleen(c: _Canvas) -> None:
+    """Spleen (3): a medium ellipsoid on the other side, posterior, tilted, grainier."""
+    sx, sy = c.place(c.jitter(0.5), c.jitter(0.2))
+    radii = c.scale(0.13), c.scale(0.2), c.scale(0.25)
+    d_spleen = _ellipsoid(c.x, c.y, c.z, sx, sy, c.jitter(0.3, 0.1), *radii, c.u(0.3, 0.8))
+    c.paint(_edge(d_spleen, 0.18 * c.half), d_spleen < 1.0, c.u(0.49, 0.53) + 0.03 * c.medium, 3)
+
+
+def _draw_kidneys(c: _Canvas) -> None:
+    """Kidneys (2): two bean shapes (ellipsoid minus a medial hilum) with a brighter cortex."""
+    u, x, y, z, half = c.u, c.x, c.y, c.z, c.half
     for side in (-1.0, 1.0):
-        kx, ky = place(side * jitter(0.34, 0.03), jitter(0.3, 0.03))
-        kz, rx = jitter(-0.2, 0.1), scale(0.11)
-        d_kidney = _ellipsoid(x, y, z, kx, ky, kz, rx, scale(0.14), scale(0.24), side * u(-0.4, 0.1))
+        kx, ky = c.place(side * c.jitter(0.34, 0.03), c.jitter(0.3, 0.03))
+        kz, rx = c.jitter(-0.2, 0.1), c.scale(0.11)
+        d_kidney = _ellipsoid(x, y, z, kx, ky, kz, rx, c.scale(0.14), c.scale(0.24), side * u(-0.4, 0.1))
         d_hilum = _ellipsoid(x, y, z, kx - side * rx, ky, kz, rx * 0.55, rx * 0.55, rx * 0.8, 0.0)
         soft_mask = _edge(d_kidney, rx * half) * (1.0 - _edge(d_hilum, 0.5 * rx * half))
-        level = u(0.6, 0.66) + 0.12 * d_kidney.clamp(max=1.0) ** 4 + 0.02 * fine
-        paint(soft_mask, (d_kidney < 1.0) & (d_hilum >= 1.0), level, 2)
+        level = u(0.6, 0.66) + 0.12 * d_kidney.clamp(max=1.0) ** 4 + 0.02 * c.fine
+        c.paint(soft_mask, (d_kidney < 1.0) & (d_hilum >= 1.0), level, 2)
 
-    # aorta (4): a bright vertical tube in front of the spine, drifting a little along z
-    ax, ay = place(jitter(0.05, 0.02), jitter(0.2, 0.02))
-    radius = scale(0.055)
-    d_aorta = torch.sqrt((x - ax - u(-0.03, 0.03) * z) ** 2 + (y - ay) ** 2) / radius
-    paint(_edge(d_aorta, radius * half), d_aorta < 1.0, u(0.8, 0.88) + 0.01 * fine, 4)
 
-    # spine, labelled background (a hard negative): vertebral bodies with darker discs, and
-    # behind them a continuous posterior arch. Cortical bone lies above the abdominal window,
-    # so it saturates at 1 as in windowed CT, and every axial slice reaches 1 (and air 0): the
-    # per-slice min-max renormalisation of VAFA's reference code then changes as little as
-    # on real scans.
-    bx, by = place(jitter(0.0, 0.02), jitter(0.42, 0.02))
-    radius = scale(0.1)
+def _draw_aorta(c: _Canvas) -> None:
+    """Aorta (4): a bright vertical tube in front of the spine, drifting a little along z."""
+    ax, ay = c.place(c.jitter(0.05, 0.02), c.jitter(0.2, 0.02))
+    radius = c.scale(0.055)
+    d_aorta = torch.sqrt((c.x - ax - c.u(-0.03, 0.03) * c.z) ** 2 + (c.y - ay) ** 2) / radius
+    c.paint(_edge(d_aorta, radius * c.half), d_aorta < 1.0, c.u(0.8, 0.88) + 0.01 * c.fine, 4)
+
+
+def _draw_spine(c: _Canvas) -> None:
+    """Spine, labelled background (a hard negative): vertebral bodies with darker discs, and
+    behind them a continuous posterior arch.
+
+    Cortical bone lies above the abdominal window, so it saturates at 1 as in windowed CT, and
+    every axial slice reaches 1 (and air 0): the per-slice min-max renormalisation of VAFA's
+    reference code then changes as little as on real scans.
+    """
+    u, x, y, z, half = c.u, c.x, c.y, c.z, c.half
+    bx, by = c.place(c.jitter(0.0, 0.02), c.jitter(0.42, 0.02))
+    radius = c.scale(0.1)
     d_spine = torch.sqrt((x - bx) ** 2 + (y - by) ** 2) / radius
     period, phase = u(0.22, 0.28), u(0.0, 2 * math.pi)
     discs = torch.cos(2 * math.pi * z / period + phase) > 0.75
-    level = torch.where(discs, u(0.5, 0.58), u(0.95, 1.1)) + 0.02 * fine
-    paint(_edge(d_spine, radius * half), d_spine < 1.0, level, 0)
+    level = torch.where(discs, u(0.5, 0.58), u(0.95, 1.1)) + 0.02 * c.fine
+    c.paint(_edge(d_spine, radius * half), d_spine < 1.0, level, 0)
     arch_radius = max(radius * 0.45, 1.5 / half)
     d_arch = torch.sqrt((x - bx) ** 2 + (y - by - 0.9 * radius) ** 2) / arch_radius
-    paint(_edge(d_arch, arch_radius * half), d_arch < 1.0, u(1.15, 1.3), 0)
-
-    image = image + noise * torch.randn((size, size, size), generator=generator)
-    return image.clamp_(0.0, 1.0).unsqueeze(0), label
+    c.paint(_edge(d_arch, arch_radius * half), d_arch < 1.0, u(1.15, 1.3), 0)
 
 
 def _ellipsoid(

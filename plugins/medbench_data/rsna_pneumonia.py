@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medbench.api import Dataset, DatasetBundle
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 from medbench_data._common import fingerprint, require_data_dir, stratified_split, validate_fractions
 from medbench_data._files import Fit, LazyImages, files_digest, find_file, read_csv
 from medbench_data.dicom_io import DicomReader, Window

@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 
 from medbench.api import DefendedModel, Defense, DefenseContext
-from medbench.forward import defended_logits
-from medbench.training import default_loss
+from medbench.api.toolkit import default_loss, defended_logits
 from medbench_dcnn.decoder import Decoder
 from medbench_dcnn.loss import DCNNLoss
 from medbench_dcnn.settings import DCNNSettings

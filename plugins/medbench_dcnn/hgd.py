@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medbench.api import DefendedModel, Defense, DefenseContext
-from medbench_art.pgd_torch import pgd_linf
+from medbench.api.toolkit import pgd_linf
 from medbench_dcnn.denoising import denoised_rows, denoiser_of, train_denoiser, without_denoiser, wrap_base
 
 

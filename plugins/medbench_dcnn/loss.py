@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medbench.api import DefendedModel
-from medbench.forward import defended_logits
+from medbench.api.toolkit import Criterion, defended_logits
 from medbench_dcnn.decoder import Decoder
 from medbench_dcnn.settings import DCNNSettings
 from medbench_dcnn.taps import capture
@@ -75,7 +75,7 @@ class DCNNLoss:
         tap: nn.Module,
         head: nn.Module,
         decoder: Decoder,
-        criterion: nn.Module,
+        criterion: Criterion,
         logits: Logits = defended_logits,
         generator: torch.Generator | None = None,
     ) -> None:

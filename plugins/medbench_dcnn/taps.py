@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 
 OWNER = "defense 'dcnn'"
 

@@ -32,8 +32,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from medbench.cache import file_sha256
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError, file_sha256, first_line
 
 WEIGHTS_DIR_ENV = "MEDBENCH_WEIGHTS_DIR"
 """Environment variable naming a folder searched for named weights before the torch hub cache."""
@@ -126,7 +125,7 @@ def load_checkpoint(path: Path, *, owner: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and tensor errors alike
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error, with_type=False)
         raise UsageError(
             f"{owner}: cannot load weights {str(path)!r} with weights_only=True ({first}); "
             "save a state_dict (torch.save(model.state_dict(), path)), not a whole model"

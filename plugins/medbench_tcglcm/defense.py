@@ -23,8 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from medbench.api import DefendedModel, Defense, DefenseContext
-from medbench.forward import normalize
-from medbench.training import default_loss
+from medbench.api.toolkit import default_loss, normalize
 from medbench_tcglcm.loss import glcm_loss
 from medbench_tcglcm.modules import ColorModule, TextureColorNetwork, TextureModule
 

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medbench.api import Normalization
-from medbench.forward import normalize
+from medbench.api.toolkit import normalize
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:

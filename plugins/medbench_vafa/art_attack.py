@@ -5,7 +5,7 @@
 >>> x_adv = attack.generate(x, y)     # x: (B, 1, D, H, W) in [0, 1]; y: (B, D, H, W) label maps
 
 Any ART estimator with a ``loss_gradient`` on dense labels works (medbench's
-:class:`~medbench.segmentation.SegmentationEstimator` provides Dice+CE and keeps every step on
+:class:`~medbench.wrapping.segmentation.SegmentationEstimator` provides Dice+CE and keeps every step on
 the device through :meth:`VAFA.generate_tensor`). After a call, :attr:`VAFA.q_tables` holds the
 quantization tables of the last batch.
 """

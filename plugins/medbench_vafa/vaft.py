@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from medbench.api import SEGMENTATION, DefendedModel, Defense, DefenseContext
-from medbench.segmentation_metrics import dice_ce_loss
+from medbench.api.toolkit import dice_ce_loss
 from medbench_vafa.dct import dct_3d
 from medbench_vafa.vafa import VAFAConfig, vafa
 

@@ -246,8 +246,8 @@ def test_the_build_context_leaves_out_the_venv_the_stores_and_the_credentials() 
                  "harness/medbench/__pycache__/cli.cpython-311.pyc", "harness/medbench.egg-info/PKG-INFO",
                  "plugins/examples/medbench-example/build/lib/x.py"):  # fmt: skip
         assert _dockerignored(path, patterns), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "harness/medbench/cli.py", "plugins/medbench_art/__init__.py",
-                 "leaderboards/suites/smoke.yaml"):  # fmt: skip
+    for path in ("pyproject.toml", "README.md", "harness/medbench/cli/__init__.py",
+                 "plugins/medbench_art/__init__.py", "leaderboards/suites/smoke.yaml"):  # fmt: skip
         assert not _dockerignored(path, patterns), f"{path} is needed by pip install -e ."
 
 

@@ -296,7 +296,7 @@ def test_two_runs_may_create_the_same_experiment_at_once(
     """Both trackers look the new experiment up before either creates it (forced with a barrier)."""
     from mlflow.tracking import MlflowClient
 
-    from medbench.tracking import Tracker
+    from medbench.recording.tracking import Tracker
 
     original = MlflowClient.get_experiment_by_name
     barrier = threading.Barrier(2, timeout=30)

@@ -18,7 +18,18 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from medbench.acceleration import (
+from medbench.api import DatasetBundle, DefendedModel
+from medbench.attacking.evaluation import as_attack_result, eval_batches
+from medbench.building.cache import ModelCache
+from medbench.building.defending import DefenseBuilder
+from medbench.cli import main
+from medbench.config.spec import TrainingSettings, spec_from_mapping, with_overrides
+from medbench.engine.planning import plan_matrix
+from medbench.engine.runner import MatrixRunner
+from medbench.errors import UsageError
+from medbench.plugins.host import PluginHost, load_plugins
+from medbench.reporting.progress import QuietProgress
+from medbench.wrapping.acceleration import (
     BF16_TOLERANCE,
     CPU_EVAL_BATCH_SIZE,
     LAYOUT_TOLERANCE,
@@ -29,17 +40,12 @@ from medbench.acceleration import (
     choose_batch_size,
     split_batches,
 )
-from medbench.api import DatasetBundle, DefendedModel
-from medbench.cache import ModelCache
-from medbench.cli import main
-from medbench.defending import DefenseBuilder
-from medbench.errors import UsageError
-from medbench.estimators import classifier_estimator, frozen_parameters, input_gradient, predict_logits
-from medbench.evaluation import as_attack_result, eval_batches
-from medbench.matrix import plan_matrix
-from medbench.plugins import PluginHost, load_plugins
-from medbench.progress import QuietProgress
-from medbench.spec import TrainingSettings, spec_from_mapping, with_overrides
+from medbench.wrapping.estimators import (
+    classifier_estimator,
+    frozen_parameters,
+    input_gradient,
+    predict_logits,
+)
 
 CPU = torch.device("cpu")
 N_EVAL = 120
@@ -394,18 +400,17 @@ def test_the_memory_probe_measures_one_loss_gradient_per_model(
 ) -> None:
     """The probe's plumbing on the CPU: every model (undefended, untrained, with the run's
     precision) takes one loss gradient of labels of the task's form; the arithmetic is faked."""
-    import medbench.acceleration as acceleration
-    import medbench.matrix as matrix
+    import medbench.engine.batching as batching
 
     memory = FakeCudaMemory(monkeypatch, per_sample=3_000)
-    original = acceleration.probe_labels
+    original = batching.probe_labels
 
     def labels(estimator: Any, x: torch.Tensor, task: str, multilabel: bool) -> torch.Tensor:
         memory.batches.append(len(x))
         return original(estimator, x, task, multilabel)
 
-    monkeypatch.setattr(acceleration, "probe_labels", labels)
-    monkeypatch.setattr(matrix, "free_device_bytes", lambda device: 1_000_000.0)
+    monkeypatch.setattr(batching, "probe_labels", labels)
+    monkeypatch.setattr(batching, "free_device_bytes", lambda device: 1_000_000.0)
     spec = spec_from_mapping(
         {
             "dataset": dataset,
@@ -419,9 +424,9 @@ def test_the_memory_probe_measures_one_loss_gradient_per_model(
         "test",
     )
     plan = plan_matrix(spec, host, CPU)
-    runner = matrix.MatrixRunner(plan, host, None, QuietProgress(), ModelCache(enabled=False))  # type: ignore[arg-type]
+    runner = MatrixRunner(plan, host, None, QuietProgress(), ModelCache(enabled=False))  # type: ignore[arg-type]
     state = torch.random.get_rng_state()
-    choice = runner._probe_batch_size()
+    choice = batching.probe_batch_size(plan, runner._evaluator)
     assert torch.equal(torch.random.get_rng_state(), state), "building the probe's models draws no numbers"
     assert memory.batches == [min(8, plan.n_eval)]
     assert choice.per_sample_bytes == 3_000 and choice.free_bytes == 1_000_000

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from medbench.budgets import (
+from medbench.config.budgets import (
     UnitBudget,
     format_budget,
     format_budgets,

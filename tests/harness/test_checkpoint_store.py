@@ -23,17 +23,17 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import medbench.defending
-import medbench.executors
-from medbench.cache import ModelCache, file_sha256, stable_hash
-from medbench.checkpoint_store import (
+import medbench.building.defending
+import medbench.engine.executors
+from medbench.building.cache import ModelCache, file_sha256, stable_hash
+from medbench.building.checkpoint_store import (
     SHARE_ENV,
     CheckpointIntegrityError,
     CheckpointStore,
     sharing_wanted,
 )
 from medbench.cli import main
-from medbench.tracking import Tracker
+from medbench.recording.tracking import Tracker
 
 TINY = [
     "--dataset", "phantom2d", "--model", "smallcnn", "--attack", "fgsm,gn", "--eps", "8/255",
@@ -164,20 +164,20 @@ def test_each_model_is_trained_once_across_nodes_and_a_failed_cell_is_retried_by
     """
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     events: list[str] = []
-    real_train = medbench.defending.train_defended
+    real_train = medbench.building.defending.train_defended
 
     def counted_train(*args: Any, **kwargs: Any) -> Any:
         events.append(f"train in {Path(os.environ['MEDBENCH_CACHE_DIR']).name}")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(medbench.defending, "train_defended", counted_train)
+    monkeypatch.setattr(medbench.building.defending, "train_defended", counted_train)
     monkeypatch.setenv("MEDBENCH_CACHE_DIR", str(tmp_path / "coordinator"))
 
     def in_process_workers(argv: list[str], devices: list[str], **options: Any) -> list[int]:
         options.pop("console")
         codes = []
         for index, device in enumerate(devices):
-            arguments = medbench.executors.worker_arguments(
+            arguments = medbench.engine.executors.worker_arguments(
                 argv, device=device, shard=(index, len(devices)), **options
             )
             with monkeypatch.context() as node:
@@ -196,7 +196,7 @@ def test_each_model_is_trained_once_across_nodes_and_a_failed_cell_is_retried_by
         events.append("final pass")
         return codes
 
-    monkeypatch.setattr(medbench.executors, "run_workers", in_process_workers)
+    monkeypatch.setattr(medbench.engine.executors, "run_workers", in_process_workers)
     command = [*TINY, "--defense", "none,gaussian-augmentation", "--surrogate", "smallcnn:none"]
     with pytest.raises(SystemExit) as exit_info:
         main(["run", *command, "--executor", "devices", "--devices", "cpu,cpu", "--tracking-uri", uri])

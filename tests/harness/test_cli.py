@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medbench.cli import main
-from medbench.metrics import CLASSIFICATION_METRICS
+from medbench.measuring.metrics import CLASSIFICATION_METRICS
 
 TINY = [
     "--dataset",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from medbench.executors import worker_arguments
+from medbench.engine.executors import worker_arguments
 
 MATRIX = [
     "--dataset", "phantom2d", "--model", "smallcnn", "--defense", "none,at-fgsm,gaussian-augmentation",

@@ -11,9 +11,9 @@ import torch
 
 from medbench.api import AttackResult, DefendedModel, Normalization
 from medbench.cli import main
-from medbench.estimators import classifier_estimator, predict_logits
-from medbench.plugins import PluginHost
+from medbench.plugins.host import PluginHost
 from medbench.testing import tiny_bundle, tiny_estimator
+from medbench.wrapping.estimators import classifier_estimator, predict_logits
 
 pytestmark = pytest.mark.gpu
 

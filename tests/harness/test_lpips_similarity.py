@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from medbench.lpips_similarity import ALEXNET_FILE, lpips_similarity
+from medbench.measuring.lpips_similarity import ALEXNET_FILE, lpips_similarity
 
 
 def test_missing_weights_give_a_reason_naming_the_file(

@@ -1,4 +1,4 @@
-"""Tests of medbench.metrics against scikit-image, scikit-learn and hand-computed answers."""
+"""Tests of medbench.measuring.metrics against scikit-image, scikit-learn and hand-computed answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from skimage.metrics import structural_similarity
 from sklearn.metrics import roc_auc_score
 
-from medbench.metrics import (
+from medbench.measuring.metrics import (
     CLASSIFICATION_METRICS,
     accuracy,
     attack_success_rate,

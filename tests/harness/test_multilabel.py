@@ -20,8 +20,8 @@ from torch.utils.data import TensorDataset
 
 from medbench.api import DatasetBundle, DefendedModel, Normalization
 from medbench.cli import main
-from medbench.estimators import MultiLabelPyTorchClassifier, classifier_estimator
-from medbench.metrics import label_flip_rate, multilabel_metrics
+from medbench.measuring.metrics import label_flip_rate, multilabel_metrics
+from medbench.wrapping.estimators import MultiLabelPyTorchClassifier, classifier_estimator
 
 LABELS = 14
 SIDE = 28

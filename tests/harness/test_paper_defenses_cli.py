@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from medbench.cli import main
-from medbench.metrics import CLASSIFICATION_METRICS
+from medbench.measuring.metrics import CLASSIFICATION_METRICS
 
 DEFENSES = [
     "none",

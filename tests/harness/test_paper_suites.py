@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medbench.matrix import plan_matrix
-from medbench.plugins import PluginHost
-from medbench.spec import available_suites, load_suite
+from medbench.config.spec import available_suites, load_suite
+from medbench.engine.planning import plan_matrix
+from medbench.plugins.host import PluginHost
 
 SMALL_DATA = [("dataset", "phantom2d", "n_samples", "200"), ("dataset", "phantom2d", "image_size", "32")]
 
@@ -27,8 +27,8 @@ def test_domain_assimilation_suite() -> None:
     assert list(plan.models) == ["resnet18", "resnet50", "densenet121"]
     assert list(plan.defenses) == ["none", "tc", "tc-glcm"]
     assert list(plan.attacks) == ["fgsm", "bim", "mifgsm", "pgd"]
-    for budgets in plan.budgets.values():
-        assert [round(b * 255, 6) for b in budgets] == [1, 2, 3, 4, 5, 6, 7, 8]
+    for name in plan.budgets:
+        assert [round(b * 255, 6) for b in plan.budget_values(name)] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert plan.defenses["tc-glcm"][0].settings.alpha == pytest.approx(0.98)
     assert len(plan.cells) == 3 * 3 * 4 * 8
 
@@ -43,7 +43,7 @@ def test_denoising_cnn_suite() -> None:
     assert ablation == {(1.0, 0.0), (0.0, 10.0), (1.0, 10.0)}
     assert [d.name for d in chains["hgd+dcnn"]] == ["hgd", "dcnn"]
     assert list(plan.attacks) == ["fgsm", "bim"]
-    assert [round(b * 255) for b in plan.budgets["bim"]] == [4, 8]
+    assert [round(b * 255) for b in plan.budget_values("bim")] == [4, 8]
 
 
 def test_colorization_suite() -> None:
@@ -61,7 +61,7 @@ def test_threat_models_suite_plans_the_issue_comparison() -> None:
     plan = _plan("threat-models")
     assert list(plan.defenses) == ["none", "at-pgd"]
     assert list(plan.attacks) == ["pgd", "autoattack", "square"]
-    assert all(budgets == [2 / 255, 8 / 255] for budgets in plan.budgets.values())
+    assert all(plan.budget_values(name) == [2 / 255, 8 / 255] for name in plan.budgets)
     assert plan.surrogate is None and len(plan.cells) == 2 * 3 * 2
     smoke = load_suite("smoke")
     assert load_suite("threat-models").training == smoke.training, "reuses the smoke suite's trained models"

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from medbench.api import DefendedModel, Normalization
-from medbench.spec import TrainingSettings
+from medbench.building.training import train_defended
+from medbench.config.spec import TrainingSettings
 from medbench.testing import tiny_bundle
-from medbench.training import train_defended
 
 
 def _model() -> nn.Sequential:
@@ -54,9 +54,9 @@ def test_a_frozen_part_keeps_weights_statistics_and_gets_no_gradients() -> None:
 
 
 def test_a_defense_can_train_for_its_own_number_of_epochs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from medbench.cache import ModelCache
-    from medbench.defending import DefenseBuilder
-    from medbench.plugins import load_plugins
+    from medbench.building.cache import ModelCache
+    from medbench.building.defending import DefenseBuilder
+    from medbench.plugins.host import load_plugins
     from medbench.testing import _TinyNet
 
     defenses = load_plugins(check=False).registries.defenses

@@ -13,7 +13,7 @@ import pytest
 
 from medbench import hookimpl
 from medbench.errors import DuplicateNameError, PluginLoadError, UnknownNameError
-from medbench.plugins import PluginHost
+from medbench.plugins.host import PluginHost
 from medbench_art.pgd import PGD
 
 
@@ -120,6 +120,54 @@ def test_registering_a_non_plugin_object_is_a_plugin_failure() -> None:
     info = host.add_plugin(Wrong(), "wrong")
     assert info.status == "failed"
     assert "medbench.api.Attack" in (info.error or "")
+
+
+def test_misspelt_hook_is_a_plugin_failure_naming_the_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Misspelt:
+        @hookimpl
+        def register_attack(self, register):  # type: ignore[no-untyped-def]
+            register(PGD())
+
+        @hookimpl
+        def register_models(self, register):  # type: ignore[no-untyped-def]
+            raise AssertionError("a failed plugin registers nothing")
+
+    host = PluginHost(entry_point_source=lambda: []).load()
+    info = host.add_plugin(Misspelt(), "typo")
+    assert info.status == "failed"
+    assert info.error == "unknown hook 'register_attack' (did you mean 'register_attacks'?)"
+    assert host.manager.get_plugin("typo") is None
+    assert "pgd" not in host.registries.attacks
+    host.check()  # not strict: reported, not raised
+
+    _write_module(
+        tmp_path,
+        "misspelt_plugin",
+        """
+        from medbench import hookimpl
+
+        @hookimpl
+        def register_attack(register):
+            pass
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_points = [
+        EntryPoint("art", "medbench_art", "medbench"),
+        EntryPoint("misspelt", "misspelt_plugin", "medbench"),
+    ]
+    loaded = PluginHost(entry_point_source=lambda: entry_points).load()
+    status = {info.name: (info.status, info.error) for info in loaded.infos}
+    assert status["misspelt"][0] == "failed" and "'register_attack'" in (status["misspelt"][1] or "")
+    assert status["art"][0] == "loaded" and "pgd" in loaded.registries.attacks
+    with pytest.raises(
+        PluginLoadError,
+        match=r"^plugin 'misspelt' failed to load: unknown hook 'register_attack' "
+        r"\(did you mean 'register_attacks'\?\)$",
+    ):
+        PluginHost(strict=True, entry_point_source=lambda: entry_points).load().check()
 
 
 def test_disable_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

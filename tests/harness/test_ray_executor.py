@@ -46,6 +46,10 @@ def _kill_one_worker_mid_cell(uri: str, killed: list[str], stop: threading.Event
                 os.kill(int(target.data.tags["medbench.pid"]), signal.SIGKILL)
             except ProcessLookupError:
                 continue
+            # the cell may have finished between the read and the kill (a slow, shared machine):
+            # then this kill hit no cell, and the next RUNNING one is the target
+            if MlflowClient(tracking_uri=uri).get_run(target.info.run_id).info.status == "FINISHED":
+                continue
             killed.append(target.data.tags["mlflow.runName"])
             return
         time.sleep(0.05)

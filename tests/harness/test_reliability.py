@@ -80,12 +80,12 @@ def test_three_processes_share_a_fresh_sqlite_store(tmp_path: Path) -> None:
 def test_an_internal_error_is_one_line_unless_debugging(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medbench import matrix
+    from medbench.engine import planning
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the store went away\nsecond line")
 
-    monkeypatch.setattr(matrix, "plan_matrix", broken)
+    monkeypatch.setattr(planning, "plan_matrix", broken)
     with pytest.raises(SystemExit) as exit_info:
         main(["run", *TINY])
     err = capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 Three levels:
 
-* cell records built by hand (:mod:`medbench.sanity` alone, no model, no MLflow);
-* the gradient checks of :mod:`medbench.gradient_checks` on real ART estimators of tiny
+* cell records built by hand (:mod:`medbench.measuring.sanity` alone, no model, no MLflow);
+* the gradient checks of :mod:`medbench.measuring.gradient_checks` on real ART estimators of tiny
   hand-weighted models: healthy, with a non-differentiable quantisation step, and with a
   ``torch.where`` whose unused branch gives NaN gradients while the logits stay finite;
 * ``medbench run`` end to end on a small phantom: a healthy matrix, the same model under
@@ -24,13 +24,12 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medbench import gradient_checks
 from medbench.api import DatasetBundle, DefendedModel, Normalization
 from medbench.cli import main
-from medbench.estimators import classifier_estimator, predict_logits
-from medbench.gradient_checks import GROUP_CHECK_METRICS, group_checks, unbounded_accuracy
 from medbench.leaderboard.records import CellRecord
-from medbench.sanity import (
+from medbench.measuring import gradient_checks
+from medbench.measuring.gradient_checks import GROUP_CHECK_METRICS, group_checks, unbounded_accuracy
+from medbench.measuring.sanity import (
     CHECKS,
     Flag,
     check_cells,
@@ -40,6 +39,7 @@ from medbench.sanity import (
     primary_metric,
     tolerance,
 )
+from medbench.wrapping.estimators import classifier_estimator, predict_logits
 
 CPU = torch.device("cpu")
 
@@ -777,7 +777,7 @@ def test_a_blocked_gradient_defense_raises_zero_gradient_and_unbounded_flags(
 def test_flag_lines_show_the_row_verbatim(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medbench.matrix import MatrixRunner
+    from medbench.engine.runner import MatrixRunner
 
     def flagged_run(runner: MatrixRunner) -> list[Any]:
         runner.plan.parent_run_id = "parent"
@@ -792,7 +792,7 @@ def test_flag_lines_show_the_row_verbatim(
             self.tracking_uri = tracking_uri
 
     monkeypatch.setattr(MatrixRunner, "run", flagged_run)
-    monkeypatch.setattr("medbench.tracking.Tracker", NoStore)
+    monkeypatch.setattr("medbench.recording.tracking.Tracker", NoStore)
     _, err, _ = medbench_run(tmp_path, capsys, "--attack", "fgsm")
     assert (
         "smallcnn/jpeg[gradient=blocked]: needs adaptive evaluation (zero-gradients): 100% [all] of them"

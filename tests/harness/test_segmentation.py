@@ -18,9 +18,7 @@ from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from medbench.api import DefendedModel, Normalization
-from medbench.images import label_colors
-from medbench.segmentation import SegmentationEstimator, attack_patchwise
-from medbench.segmentation_metrics import (
+from medbench.measuring.segmentation_metrics import (
     dice_ce_loss,
     dice_per_class,
     hd95_per_class,
@@ -28,6 +26,8 @@ from medbench.segmentation_metrics import (
     mean_defined,
     one_hot,
 )
+from medbench.reporting.images import label_colors
+from medbench.wrapping.segmentation import SegmentationEstimator, attack_patchwise
 from medbench_art.random_start_pgd import RandomStartPGD
 
 

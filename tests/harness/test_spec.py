@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from medbench.errors import UsageError
-from medbench.settings import build_settings
-from medbench.spec import (
+from medbench.config.settings import build_settings
+from medbench.config.spec import (
     RunSpec,
     available_suites,
     load_spec_file,
@@ -19,6 +18,7 @@ from medbench.spec import (
     spec_from_mapping,
     with_overrides,
 )
+from medbench.errors import UsageError
 
 
 def test_smoke_suite_is_the_documented_matrix() -> None:

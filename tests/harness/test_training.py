@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from medbench.api import DefendedModel, Normalization
-from medbench.cache import ModelCache, stable_hash
+from medbench.building.cache import ModelCache, stable_hash
+from medbench.building.training import evaluate_accuracy, train_defended
+from medbench.config.spec import TrainingSettings
 from medbench.errors import CellError
-from medbench.spec import TrainingSettings
 from medbench.testing import tiny_bundle
-from medbench.training import evaluate_accuracy, train_defended
 from medbench_models.smallcnn import SmallCNN
 
 
@@ -86,7 +86,7 @@ def test_cache_round_trip_and_corrupt_entries(tmp_path: Path) -> None:
 def test_example_grid_has_three_rows_and_enlarges_small_images(tmp_path: Path) -> None:
     from PIL import Image
 
-    from medbench.images import example_grid
+    from medbench.reporting.images import example_grid
 
     x = torch.rand(5, 1, 32, 32)
     x_adv = (x + 0.03).clamp(0, 1)

@@ -54,11 +54,11 @@ def test_ui_serves_the_store_on_loopback(tmp_path: Path) -> None:
 def test_ui_warns_before_binding_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from medbench import cli as cli_module
+    from medbench.cli import cli, ui
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(cli_module.subprocess, "call", lambda command: calls.append(command) or 0)
-    result = CliRunner().invoke(cli_module.cli, ["ui", "--host", "0.0.0.0", "--port", "5999"])
+    monkeypatch.setattr(ui.subprocess, "call", lambda command: calls.append(command) or 0)
+    result = CliRunner().invoke(cli, ["ui", "--host", "0.0.0.0", "--port", "5999"])
     assert "no authentication" in result.output
     assert calls and calls[0][-4:] == ["--host", "0.0.0.0", "--port", "5999"]
     assert "--backend-store-uri" in calls[0]

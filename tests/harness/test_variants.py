@@ -8,10 +8,10 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from medbench.building.defending import parse_variant, split_chain, variant_label
 from medbench.cli import main
-from medbench.defending import parse_variant, split_chain, variant_label
+from medbench.config.spec import split_outside_brackets
 from medbench.errors import UsageError
-from medbench.spec import split_outside_brackets
 
 
 def test_lists_split_outside_brackets_only() -> None:
@@ -71,7 +71,7 @@ def test_a_variant_with_an_unknown_setting_gets_a_suggestion(capsys: pytest.Capt
 
 
 def test_chain_labels_show_the_settings_that_differ_from_the_defaults() -> None:
-    from medbench.defending import chain_label
+    from medbench.building.defending import chain_label
     from medbench_art.at_fgsm import FGSMAdversarialTraining
     from medbench_art.standard import StandardTraining
 

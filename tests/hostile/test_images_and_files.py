@@ -42,7 +42,7 @@ from medbench.api import DatasetBundle
 from medbench.cli import main
 from medbench.errors import UsageError
 from medbench_data._files import files_digest, read_image
-from medbench_data._folders import decode
+from medbench_data._folder_images import decode
 from medbench_data.chestxray14 import ChestXray14
 from medbench_data.chexpert import OBSERVATIONS, CheXpert
 from medbench_data.dicom_io import DicomReader, Window, read_dicom

@@ -36,11 +36,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medbench.budgets import UnitBudget, format_budget, parse_budget, parse_budget_list, parse_budget_or_unit
 from medbench.cli import main
+from medbench.config.budgets import (
+    UnitBudget,
+    format_budget,
+    parse_budget,
+    parse_budget_list,
+    parse_budget_or_unit,
+)
+from medbench.config.spec import _SPEC_KEYS, MAX_SPEC_NODES, RunSpec, load_spec_file, spec_from_mapping
 from medbench.errors import UsageError
-from medbench.plugins import PluginHost
-from medbench.spec import _SPEC_KEYS, MAX_SPEC_NODES, RunSpec, load_spec_file, spec_from_mapping
+from medbench.plugins.host import PluginHost
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -366,7 +372,7 @@ BOMB_SCRIPT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from medbench.errors import UsageError
-    from medbench.spec import load_spec_file
+    from medbench.config.spec import load_spec_file
 
     levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 9):

@@ -13,6 +13,7 @@ from medbench.leaderboard.curves import plot_robustness_curves
 from medbench.leaderboard.entries import LeaderboardEntry, build_entries
 from medbench.leaderboard.records import CellRecord, MatrixRecord, latest_cells, load_records
 from medbench.leaderboard.render import csv_text, html_page, json_text, markdown, rich_table
+from medbench.recording import layout
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _examples(board: Board, directory: Path) -> dict[str, list[tuple[str, Path]]
         target = directory / cell.run_id
         target.mkdir(parents=True, exist_ok=True)
         try:
-            path = Path(client.download_artifacts(cell.run_id, "examples.png", str(target)))
+            path = Path(client.download_artifacts(cell.run_id, layout.ARTIFACT_EXAMPLES, str(target)))
         except Exception:  # an artifact store without the file: the page shows the rest
             continue
         grids.setdefault(cell.row, []).append((cell.label, path))
@@ -81,7 +82,7 @@ def render_board(board: Board, fmt: str, width: int | None = None) -> str:
         return json_text(board.entries)
     if fmt == "html":
         with tempfile.TemporaryDirectory() as directory:
-            curves = Path(directory) / "robustness_curves.png"
+            curves = Path(directory) / layout.ARTIFACT_CURVES
             plot_robustness_curves(board.cells, board.robust_metric, curves, board.title)
             return html_page(board.entries, board.title, curves, _examples(board, Path(directory)))
     console = Console(width=width or 200, record=True, file=io.StringIO())

@@ -31,12 +31,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from medbench.config.spec import RANKING_METRICS
 from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
-from medbench.metrics import mean_defined
-from medbench.sanity import Flag, check_row, is_at_chance, needs_adaptive_evaluation, primary_metric
-from medbench.spec import RANKING_METRICS
+from medbench.measuring.metrics import mean_defined
+from medbench.measuring.sanity import Flag, check_row, is_at_chance, needs_adaptive_evaluation, primary_metric
 
 Number = float | None
 
@@ -70,7 +70,7 @@ class WorstCase(BaseModel):
 
 
 class SanityFlag(BaseModel):
-    """A failed sanity check (see :mod:`medbench.sanity`)."""
+    """A failed sanity check (see :mod:`medbench.measuring.sanity`)."""
 
     check: str
     message: str
@@ -161,24 +161,7 @@ def _row_entry(
         by_attack[panel_name(cell)].append(cell)
     clean_names = sorted({k for c in row for k in c.metrics if k.startswith("clean_")})
     clean = {name: _number(mean_defined(c.metric(name) for c in row)) for name in clean_names}
-    headline: dict[str, float] = {}
-    at_headline: dict[str, Number] = {}
-    areas: dict[str, Number] = {}
-    for attack, cells in by_attack.items():
-        top = max(cells, key=lambda c: c.budget)
-        headline[attack] = suite_headline[attack]
-        # a row not attacked at the suite's headline budget has no value there (not a smaller one)
-        at_top = top.budget == suite_headline[attack]
-        at_headline[attack] = _number(top.metric(f"robust_{metric}")) if at_top else None
-        if top.threat_model == "l2-minimal":
-            continue
-        points = [(0.0, first.metric(f"clean_{metric}"))]
-        points += [(c.budget, c.metric(f"robust_{metric}")) for c in cells]
-        areas[attack] = _number(curve_area(points))
-    bounded = {
-        a: v for a, v in at_headline.items() if v is not None and by_attack[a][0].threat_model != "l2-minimal"
-    }
-    worst_attack = min(bounded, key=lambda a: bounded[a]) if bounded else None
+    headline, at_headline, areas = _attack_summaries(by_attack, first, metric, suite_headline)
     defined_areas = [v for v in areas.values() if v is not None]
     return LeaderboardEntry(
         rank=0,
@@ -195,29 +178,10 @@ def _row_entry(
         headline_budgets=headline,
         clean=clean,
         robust_at_headline=at_headline,
-        worst_case=WorstCase(
-            value=bounded[worst_attack] if worst_attack else None,
-            attack=worst_attack,
-            budget=headline[worst_attack] if worst_attack else None,
-        ),
+        worst_case=_worst_case(by_attack, at_headline, headline),
         curve_areas=areas,
         curve_area=min(defined_areas) if defined_areas else None,
-        results=[
-            AttackResult(
-                attack=c.attack,
-                threat_model=c.threat_model,
-                threat="transfer" if c.threat == "transfer" else "direct",
-                surrogate=c.surrogate,
-                budget_name=c.budget_name,
-                budget=c.budget,
-                budget_native=c.budget_native,
-                robust=_number(c.metric(f"robust_{metric}")),
-                metrics={k: _number(v) for k, v in sorted(c.metrics.items())},
-                seconds=_number(c.metric("seconds")),
-                run_id=c.run_id,
-            )
-            for c in sorted(row, key=lambda c: (panel_name(c), c.budget))
-        ],
+        results=[_attack_result(c, metric) for c in sorted(row, key=lambda c: (panel_name(c), c.budget))],
         runtime_seconds=sum(v for c in row if not math.isnan(v := c.metric("seconds"))),
         accelerator=accelerator or first.accelerator,
         versions=first.versions,
@@ -230,6 +194,73 @@ def _row_entry(
         sanity=[SanityFlag(check=f.check, message=f.message, cells=list(f.cells)) for f in flags],
         needs_adaptive_evaluation=needs_adaptive_evaluation(flags),
         at_chance=is_at_chance(flags),
+    )
+
+
+def _attack_summaries(
+    by_attack: dict[str, list[CellRecord]],
+    first: CellRecord,
+    metric: str,
+    suite_headline: dict[str, float],
+) -> tuple[dict[str, float], dict[str, Number], dict[str, Number]]:
+    """Per attack of a row: its headline budget, its robust metric there, and its curve area.
+
+    Args:
+        by_attack: The row's cells, grouped by attack (:func:`panel_name`).
+        first: The row's first cell, whose clean metric starts every curve.
+        metric: The primary metric.
+        suite_headline: The suite's headline budget of every attack (:func:`headline_budgets`).
+
+    Returns:
+        ``(headline, at_headline, areas)``: a row not attacked at the suite's headline budget
+        has None at the headline; ``l2-minimal`` attacks have no curve area.
+    """
+    headline: dict[str, float] = {}
+    at_headline: dict[str, Number] = {}
+    areas: dict[str, Number] = {}
+    for attack, cells in by_attack.items():
+        top = max(cells, key=lambda c: c.budget)
+        headline[attack] = suite_headline[attack]
+        # a row not attacked at the suite's headline budget has no value there (not a smaller one)
+        at_top = top.budget == suite_headline[attack]
+        at_headline[attack] = _number(top.metric(f"robust_{metric}")) if at_top else None
+        if top.threat_model == "l2-minimal":
+            continue
+        points = [(0.0, first.metric(f"clean_{metric}"))]
+        points += [(c.budget, c.metric(f"robust_{metric}")) for c in cells]
+        areas[attack] = _number(curve_area(points))
+    return headline, at_headline, areas
+
+
+def _worst_case(
+    by_attack: dict[str, list[CellRecord]], at_headline: dict[str, Number], headline: dict[str, float]
+) -> WorstCase:
+    """The lowest robust metric at the headline over the row's attacks with a budget ball."""
+    bounded = {
+        a: v for a, v in at_headline.items() if v is not None and by_attack[a][0].threat_model != "l2-minimal"
+    }
+    worst_attack = min(bounded, key=lambda a: bounded[a]) if bounded else None
+    return WorstCase(
+        value=bounded[worst_attack] if worst_attack else None,
+        attack=worst_attack,
+        budget=headline[worst_attack] if worst_attack else None,
+    )
+
+
+def _attack_result(cell: CellRecord, metric: str) -> AttackResult:
+    """The entry's record of one cell: an attack at one budget."""
+    return AttackResult(
+        attack=cell.attack,
+        threat_model=cell.threat_model,
+        threat="transfer" if cell.threat == "transfer" else "direct",
+        surrogate=cell.surrogate,
+        budget_name=cell.budget_name,
+        budget=cell.budget,
+        budget_native=cell.budget_native,
+        robust=_number(cell.metric(f"robust_{metric}")),
+        metrics={k: _number(v) for k, v in sorted(cell.metrics.items())},
+        seconds=_number(cell.metric("seconds")),
+        run_id=cell.run_id,
     )
 
 

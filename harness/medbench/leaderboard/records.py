@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medbench.errors import UsageError
+from medbench.recording import layout
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class CellRecord:
     @property
     def label(self) -> str:
         """``model/defense/attack@budget`` (``[transfer]`` for transfer cells)."""
-        from medbench.budgets import format_budget
+        from medbench.config.budgets import format_budget
 
         budget = self.budget_native or format_budget(self.budget)
         suffix = f" [transfer from {self.surrogate}]" if self.threat == "transfer" else ""
@@ -78,8 +79,8 @@ class MatrixRecord:
 
 
 def _versions(tags: dict[str, str]) -> dict[str, str]:
-    versions = {"medbench": tags.get("medbench.version", "")}
-    for item in filter(None, tags.get("medbench.plugins", "").split(",")):
+    versions = {"medbench": tags.get(layout.TAG_VERSION, "")}
+    for item in filter(None, tags.get(layout.TAG_PLUGINS, "").split(",")):
         name, _, version = item.partition("==")
         versions[name] = version
     return versions
@@ -106,11 +107,11 @@ def _cell(run: Any) -> CellRecord:
         budget_name=params.get("budget_name", ""),
         budget=_float(params.get("budget")),
         threat_model=params.get("threat_model", ""),
-        threat=tags.get("medbench.threat") or params.get("threat", "direct"),
+        threat=tags.get(layout.TAG_THREAT) or params.get("threat", "direct"),
         status=run.info.status,
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         dataset=params.get("dataset", ""),
-        dataset_fingerprint=tags.get("medbench.dataset_fingerprint", ""),
+        dataset_fingerprint=tags.get(layout.TAG_FINGERPRINT, ""),
         seed=int(_float(params.get("seed"), 0)),
         n_eval=int(_float(params.get("n_eval"), 0)),
         start_time=int(run.info.start_time or 0),
@@ -118,8 +119,8 @@ def _cell(run: Any) -> CellRecord:
         surrogate=None if surrogate in (None, "None", "") else surrogate,
         task=task,
         versions=_versions(tags),
-        accelerator=tags.get("medbench.accelerator", ""),
-        error=tags.get("medbench.error"),
+        accelerator=tags.get(layout.TAG_ACCELERATOR, ""),
+        error=tags.get(layout.TAG_ERROR),
     )
 
 
@@ -131,7 +132,7 @@ def load_records(tracking_uri: str, experiment: str) -> tuple[list[CellRecord], 
     """
     from mlflow.tracking import MlflowClient
 
-    from medbench.tracking import quiet_mlflow
+    from medbench.recording.tracking import quiet_mlflow
 
     quiet_mlflow()
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -144,19 +145,19 @@ def load_records(tracking_uri: str, experiment: str) -> tuple[list[CellRecord], 
     runs = client.search_runs(
         [found.experiment_id], max_results=50000, order_by=["attributes.start_time ASC"]
     )
-    cells = [_cell(run) for run in runs if run.data.tags.get("medbench.role") == "cell"]
+    cells = [_cell(run) for run in runs if run.data.tags.get(layout.TAG_ROLE) == layout.ROLE_CELL]
     matrices = [
         MatrixRecord(
             run_id=run.info.run_id,
             name=run.data.tags.get("mlflow.runName", ""),
-            suite=run.data.tags.get("medbench.suite", ""),
+            suite=run.data.tags.get(layout.TAG_SUITE, ""),
             status=run.info.status,
             start_time=int(run.info.start_time or 0),
             end_time=int(run.info.end_time) if run.info.end_time else None,
-            accelerator=run.data.tags.get("medbench.accelerator", ""),
+            accelerator=run.data.tags.get(layout.TAG_ACCELERATOR, ""),
         )
         for run in runs
-        if run.data.tags.get("medbench.role") == "matrix"
+        if run.data.tags.get(layout.TAG_ROLE) == layout.ROLE_MATRIX
     ]
     if not cells:
         raise UsageError(

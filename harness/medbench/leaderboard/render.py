@@ -21,9 +21,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from medbench.budgets import format_budget
+from medbench.config.budgets import format_budget
 from medbench.leaderboard.entries import LeaderboardEntry
-from medbench.sanity import AT_CHANCE, NEEDS_ADAPTIVE, mark_of
+from medbench.measuring.sanity import AT_CHANCE, NEEDS_ADAPTIVE, mark_of
 
 FORMATS = ("table", "markdown", "html", "csv", "json")
 

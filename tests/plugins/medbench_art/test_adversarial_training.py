@@ -73,7 +73,7 @@ def test_at_gn_noise_has_the_requested_spread_and_is_seeded() -> None:
 
 @pytest.mark.parametrize("name", ["at-fgsm", "at-bim", "at-gn"])
 def test_each_training_defense_trains_and_predicts(name: str) -> None:
-    from medbench.plugins import load_plugins
+    from medbench.plugins.host import load_plugins
 
     defense = load_plugins(check=False).registries.defenses.get(name)
     check_defense(defense)

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from medbench.forward import defended_logits
-from medbench.plugins import PluginHost
+from medbench.api.toolkit import pgd_linf
+from medbench.plugins.host import PluginHost
 from medbench.testing import check_attack, tiny_bundle, tiny_estimator
+from medbench.wrapping.forward import defended_logits
 from medbench_art.bim import BIM
 from medbench_art.fgsm import FGSM
 from medbench_art.gn import GaussianNoise
 from medbench_art.mifgsm import MIFGSM
 from medbench_art.pgd import PGD
-from medbench_art.pgd_torch import pgd_linf
 
 
 def _registered_attacks() -> list[str]:
@@ -164,7 +164,7 @@ def test_art_and_harness_forward_agree() -> None:
 
 def test_frozen_parameters_give_the_same_examples_and_restore_the_flags() -> None:
     from medbench.api import DefendedModel, Normalization
-    from medbench.estimators import frozen_parameters
+    from medbench.wrapping.estimators import frozen_parameters
 
     estimator, x, y = _batch()
     defended = DefendedModel(estimator.model, Normalization((0.5,), (0.25,)))

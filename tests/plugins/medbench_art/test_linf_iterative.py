@@ -16,10 +16,11 @@ from art.attacks.evasion import BasicIterativeMethod, MomentumIterativeMethod, P
 from torch import nn
 
 from medbench.api import DefendedModel, Normalization
-from medbench.estimators import classifier_estimator, predict_logits
+from medbench.api.toolkit import linf_iterations, random_start
 from medbench.testing import tiny_bundle, tiny_estimator
+from medbench.wrapping.estimators import classifier_estimator, predict_logits
 from medbench_art.bim import BIM
-from medbench_art.linf_iterative import linf_iterations, random_start, seeded_generator
+from medbench_art.linf_iterative import seeded_generator
 from medbench_art.mifgsm import MIFGSM
 from medbench_art.pgd import PGD
 

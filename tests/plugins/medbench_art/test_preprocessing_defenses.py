@@ -14,10 +14,10 @@ from art.defences.preprocessor import JpegCompression
 from art.defences.preprocessor import SpatialSmoothing as ARTSpatialSmoothing
 
 from medbench.api import DefendedModel, Normalization
-from medbench.bpda import EOTPyTorchClassifier
 from medbench.cli import main
-from medbench.estimators import classifier_estimator
 from medbench.testing import check_defense, tiny_bundle
+from medbench.wrapping.bpda import EOTPyTorchClassifier
+from medbench.wrapping.estimators import classifier_estimator
 from medbench_art.feature_squeezing import BitDepthReduction, FeatureSqueezing
 from medbench_art.gaussian_augmentation import GaussianAugmentation, GaussianNoiseInput, augment
 from medbench_art.jpeg import Jpeg

@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 import medbench.testing
 from medbench.api import Attack, AttackResult, DatasetBundle
 from medbench.errors import CellError, UsageError
-from medbench.plugins import PluginHost
+from medbench.plugins.host import PluginHost
 from medbench.testing import check_attack, tiny_estimator
 from medbench_art.apgd_ce import APGDCE
 from medbench_art.apgd_dlr import APGDDLR

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from medbench.api import DatasetBundle, DefendedModel, Defense
-from medbench.cache import ModelCache
-from medbench.defending import Context, DefenseBuilder
+from medbench.building.cache import ModelCache
+from medbench.building.defending import Context, DefenseBuilder
+from medbench.config.spec import TrainingSettings
 from medbench.errors import UsageError
-from medbench.plugins import load_plugins
-from medbench.spec import TrainingSettings
+from medbench.plugins.host import load_plugins
 from medbench.testing import check_defense, tiny_bundle
 from medbench_colorization.classifier import ColorizedClassifier
 from medbench_colorization.coloru import ColorU

@@ -1,4 +1,4 @@
-"""The shared helpers of the release-folder datasets (``medbench_data._folders``)."""
+"""The shared helpers of the release-folder datasets (``medbench_data._folders`` and ``_folder_images``)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from PIL import Image
 from torchvision import transforms
 
 from medbench.errors import UsageError
+from medbench_data._folder_images import preprocess, resize_center_crop
 from medbench_data._folders import (
     balance_by_downsampling,
     downsample_classes,
     find_root,
     list_images,
-    preprocess,
-    resize_center_crop,
     resolve,
 )
 

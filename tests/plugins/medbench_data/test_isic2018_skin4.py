@@ -12,7 +12,7 @@ from PIL import Image
 from medbench.api import DatasetBundle
 from medbench.errors import UsageError
 from medbench.testing import check_dataset
-from medbench_data._folders import ImageFileSplit
+from medbench_data._folder_images import ImageFileSplit
 from medbench_data.isic2018_skin4 import ISIC2018Skin4
 
 COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")

@@ -14,7 +14,7 @@ from PIL import Image
 from medbench.api import DatasetBundle
 from medbench.errors import UsageError
 from medbench.testing import check_dataset
-from medbench_data._folders import ImageFileSplit
+from medbench_data._folder_images import ImageFileSplit
 from medbench_data.brain_tumor_mri import BrainTumorMRI
 from medbench_data.busi import BUSI
 from medbench_data.chest_xray_pneumonia import ChestXrayPneumonia

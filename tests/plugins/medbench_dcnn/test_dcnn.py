@@ -11,14 +11,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from medbench.api import DatasetBundle, DefendedModel, Defense, Model, Normalization, Task
-from medbench.cache import ModelCache
-from medbench.defending import DefenseBuilder
+from medbench.building.cache import ModelCache
+from medbench.building.defending import DefenseBuilder
+from medbench.config.spec import TrainingSettings
 from medbench.errors import UsageError
-from medbench.estimators import classifier_estimator
-from medbench.forward import defended_logits, normalize
-from medbench.plugins import load_plugins
-from medbench.spec import TrainingSettings
+from medbench.plugins.host import load_plugins
 from medbench.testing import check_defense, tiny_bundle
+from medbench.wrapping.estimators import classifier_estimator
+from medbench.wrapping.forward import defended_logits, normalize
 from medbench_dcnn.dcnn import DCNN
 from medbench_dcnn.decoder import Decoder
 from medbench_dcnn.denoising import DenoiserPreprocessor, without_denoiser

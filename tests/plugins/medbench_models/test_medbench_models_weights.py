@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from medbench.cache import file_sha256
+from medbench.building.cache import file_sha256
 from medbench.errors import UsageError
 from medbench_models import weights as weights_module
 from medbench_models.smallcnn import SmallCNN

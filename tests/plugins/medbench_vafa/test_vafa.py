@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medbench.api import DefendedModel, Normalization
-from medbench.segmentation import SegmentationEstimator
-from medbench.segmentation_metrics import dice_ce_loss
+from medbench.measuring.segmentation_metrics import dice_ce_loss
+from medbench.wrapping.segmentation import SegmentationEstimator
 from medbench_vafa.art_attack import VAFA, VAFA2D
 from medbench_vafa.vafa import VAFAConfig, forward_transform, reconstruct, to_unit_range, vafa
 from medbench_vafa.vaft import frequency_consistency

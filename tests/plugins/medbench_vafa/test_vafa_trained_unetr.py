@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from medbench.api import DefendedModel
-from medbench.metrics import ssim
-from medbench.segmentation import SegmentationEstimator
-from medbench.segmentation_metrics import dice_per_class, image_means, mean_defined
-from medbench.spec import TrainingSettings
-from medbench.training import train_defended
+from medbench.building.training import train_defended
+from medbench.config.spec import TrainingSettings
+from medbench.measuring.metrics import ssim
+from medbench.measuring.segmentation_metrics import dice_per_class, image_means, mean_defined
+from medbench.wrapping.segmentation import SegmentationEstimator
 from medbench_art.gn import GaussianNoise
 from medbench_data.phantom3d import Phantom3D
 from medbench_models.segmentation3d import TinyUNETR

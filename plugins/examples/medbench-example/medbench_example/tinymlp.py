@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from medbench.api import Model, Task
-from medbench.errors import UsageError
+from medbench.api.toolkit import UsageError
 
 
 class TinyMLP(Model):

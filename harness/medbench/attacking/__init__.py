@@ -1,0 +1,1 @@
+"""Stage 6: one cell against one defended model: crafting, output checks, predictions, metrics."""

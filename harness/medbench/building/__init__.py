@@ -1,0 +1,1 @@
+"""Stage 4: defended models: user models and data, defense chains, training, the model cache."""

@@ -1,0 +1,1 @@
+"""Stage 1: what to run: specs and suites, plugin settings, budgets."""

@@ -1,0 +1,1 @@
+"""Stage 2: finding plugins: entry points, registries, hook specifications."""

@@ -1,0 +1,1 @@
+"""Stage 5: the ART view of a defended model: estimators, BPDA and EOT, acceleration."""
