@@ -62,6 +62,8 @@ class Results:
     rank_by: str | None = None
     _store: Any = field(default=None, repr=False)
     """A temporary store kept alive as long as these results (``tracking_uri=False``)."""
+    _samples: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Per-sample arrays already read, by cell run id."""
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -129,6 +131,71 @@ class Results:
         cells = self._ranked_cells()
         chosen = metric or self.rank_by or primary_metric(cells)
         return robustness_figure(cells, f"robust_{chosen}", f"{self.suite or self.experiment}")
+
+    def samples(self, run_id: str | None = None) -> pd.DataFrame:
+        """Per-sample outcomes, one row per sample and cell (:mod:`medbench.measuring.per_sample`).
+
+        Args:
+            run_id: One cell's run; default: every finished cell.
+
+        Returns:
+            Columns ``run_id``, ``model``, ``defense``, ``attack``, ``budget``, ``budget_text``,
+            ``index`` (the sample's position in the test split), ``fingerprint``, then the
+            cell's per-sample arrays (per-class arrays as ``clean_dice_<k>``...; the logits
+            are left out: :func:`cell_samples` has them).
+        """
+        import pandas as pd
+
+        frames = []
+        for record in self.finished:
+            if run_id is not None and record.run_id != run_id:
+                continue
+            arrays = self.cell_samples(record.run_id)
+            columns: dict[str, Any] = {}
+            for key, array in arrays.items():
+                if key.endswith("_logits") or key == "format_version":
+                    continue
+                if array.ndim == 0:
+                    columns[key] = [array.item()] * len(arrays["index"])
+                elif array.ndim == 1:
+                    columns[key] = array
+                else:
+                    columns.update({f"{key}_{k}": array[:, k] for k in range(array.shape[1])})
+            frame = pd.DataFrame(columns)
+            label = record.label.rsplit("@", 1)[-1].split(" ")[0]
+            for name, value in reversed(
+                [("run_id", record.run_id), ("model", record.model), ("defense", record.defense),
+                 ("attack", record.attack), ("budget", record.budget), ("budget_text", label)]
+            ):  # fmt: skip
+                frame.insert(0, name, value)
+            frames.append(frame)
+        if run_id is not None and not frames:
+            raise UsageError(f"no finished cell {run_id!r} in these results")
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def cell_samples(self, run_id: str) -> dict[str, Any]:
+        """One cell's per-sample arrays as logged (``per_sample.npz``), read from the store once.
+
+        Raises:
+            UsageError: When the cell has no per-sample artifact (logged by an older medbench).
+        """
+        if run_id not in self._samples:
+            from mlflow.tracking import MlflowClient
+
+            from medbench.measuring import per_sample
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            try:
+                with tempfile.TemporaryDirectory() as directory:
+                    path = client.download_artifacts(run_id, layout.ARTIFACT_PER_SAMPLE, directory)
+                    with open(path, "rb") as handle:
+                        self._samples[run_id] = per_sample.load(handle.read())
+            except Exception as error:
+                raise UsageError(
+                    f"cell {run_id} has no {layout.ARTIFACT_PER_SAMPLE} (logged before medbench kept "
+                    "per-sample outcomes): run it again with --rerun"
+                ) from error
+        return self._samples[run_id]
 
     def _ranked_cells(self) -> list[CellRecord]:
         cells = self.finished

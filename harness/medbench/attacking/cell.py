@@ -28,6 +28,7 @@ from medbench.attacking.evaluation import (
 )
 from medbench.engine.cells import Cell
 from medbench.errors import CellError, first_line
+from medbench.measuring.per_sample import Samples, with_ids
 
 RANGE_TOLERANCE = 1e-6
 LINF_TOLERANCE = 1e-6
@@ -46,6 +47,8 @@ class CellRun:
     metrics: dict[str, float]
     adversarial: list[torch.Tensor] = field(default_factory=list)
     attacked: list[torch.Tensor] = field(default_factory=list)
+    samples: Samples = field(default_factory=dict)
+    """The per-sample outcomes, with their ids (:mod:`medbench.measuring.per_sample`)."""
 
 
 def check_adversarial(cell: Cell, x: torch.Tensor, x_adv: torch.Tensor) -> None:
@@ -144,6 +147,8 @@ def attack_cell(
     seconds = time.perf_counter() - started + (shared[1] if shared is not None else 0.0)
     run.metrics = evaluator.metrics(batches, run.adversarial, clean, run.attacked)
     run.metrics["seconds"] = seconds
+    outcomes = evaluator.per_sample(batches, run.adversarial, clean, run.attacked)
+    run.samples = with_ids(outcomes, evaluator.bundle.fingerprint)
     samples = sum(len(x) for x, _ in batches)
     run.metrics.update({f"{name}_mean": total / samples for name, total in totals.items()})
     return run

@@ -26,6 +26,13 @@ import torch
 
 from medbench.api import Attack, AttackResult, DatasetBundle, DefendedModel
 from medbench.measuring.metrics import classification_metrics, multilabel_metrics, perturbation_norms, ssim
+from medbench.measuring.per_sample import (
+    Samples,
+    classification_samples,
+    concatenate,
+    perturbation,
+    segmentation_samples,
+)
 from medbench.measuring.segmentation_metrics import dice_per_class, hd95_per_class, image_means, mean_defined
 from medbench.reporting.images import example_grid, image_rows, label_colors, perturbation_image
 from medbench.wrapping.acceleration import Acceleration, accelerate
@@ -68,6 +75,8 @@ class CleanOutputs:
 
     outputs: list[torch.Tensor]
     scores: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Segmentation: the clean Dice and HD95 per volume and class (``dice``, ``hd95``)."""
 
 
 class TaskEvaluator(ABC):
@@ -113,6 +122,16 @@ class TaskEvaluator(ABC):
         attacked: list[torch.Tensor],
     ) -> dict[str, float]:
         """The cell's metrics (all but ``seconds``)."""
+
+    @abstractmethod
+    def per_sample(
+        self,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: CleanOutputs,
+        attacked: list[torch.Tensor],
+    ) -> Samples:
+        """The cell's per-sample outcomes (:mod:`medbench.measuring.per_sample`), without ids."""
 
     @abstractmethod
     def examples(
@@ -220,10 +239,31 @@ class ClassificationEvaluator(TaskEvaluator):
             metrics.update(multilabel_metrics(labels, clean_logits, adv_logits, self.bundle.class_names))
         return metrics
 
+    def per_sample(
+        self,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: CleanOutputs,
+        attacked: list[torch.Tensor],
+    ) -> Samples:
+        return concatenate(
+            [
+                classification_samples(y, logits, adv_logits, x, x_adv, self.bundle.multilabel)
+                for (x, y), x_adv, logits, adv_logits in zip(
+                    batches, adversarial, clean.outputs, attacked, strict=True
+                )
+            ]
+        )
+
     def examples(
         self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path
     ) -> Path:
         return example_grid(batch[0], x_adv, path)
+
+
+def _mean_of_images(per_class: torch.Tensor) -> float:
+    """A cell's score: the mean over volumes of each volume's NaN-mean over its classes."""
+    return mean_defined(image_means(per_class))
 
 
 class SegmentationEvaluator(TaskEvaluator):
@@ -261,8 +301,12 @@ class SegmentationEvaluator(TaskEvaluator):
 
     def clean_outputs(self, estimator: Any, batches: list[Batch]) -> CleanOutputs:
         predictions = [estimator.predict_labels(x).to(torch.uint8) for x, _ in batches]
-        dice, hd95 = self._dice_hd95(batches, predictions)
-        return CleanOutputs(predictions, {"clean_dice": dice, "clean_hd95": hd95})
+        dice, hd95 = self._per_class(batches, predictions)
+        return CleanOutputs(
+            predictions,
+            {"clean_dice": _mean_of_images(dice), "clean_hd95": _mean_of_images(hd95)},
+            {"dice": dice, "hd95": hd95},
+        )
 
     def craft(
         self, attack: Attack, estimator: Any, x: torch.Tensor, y: torch.Tensor, budget: float, seed: int
@@ -291,7 +335,9 @@ class SegmentationEvaluator(TaskEvaluator):
         clean: CleanOutputs,
         attacked: list[torch.Tensor],
     ) -> dict[str, float]:
-        robust_dice, robust_hd95 = self._dice_hd95(batches, attacked)
+        adv_dice, adv_hd95 = self._per_class(batches, attacked)
+        self._last_attacked = (id(attacked), adv_dice, adv_hd95)
+        robust_dice, robust_hd95 = _mean_of_images(adv_dice), _mean_of_images(adv_hd95)
         linf, l2_sum, count, ssim_values, lpips_values = 0.0, 0.0, 0, [], []
         for (x, _), x_adv in zip(batches, adversarial, strict=True):
             batch_linf, batch_l2 = perturbation_norms(x, x_adv)
@@ -314,13 +360,37 @@ class SegmentationEvaluator(TaskEvaluator):
             metrics["lpips_sim"] = float(torch.cat(lpips_values).mean())
         return metrics
 
-    def _dice_hd95(self, batches: list[Batch], predictions: list[torch.Tensor]) -> tuple[float, float]:
+    def _per_class(
+        self, batches: list[Batch], predictions: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dice and HD95 per volume and class, ``(N, K)`` each, on the CPU."""
         dice, hd95 = [], []
         classes = self.bundle.num_classes
         for (_, y), prediction in zip(batches, predictions, strict=True):
-            dice.append(image_means(dice_per_class(prediction.long(), y, classes)).cpu())
-            hd95.append(image_means(hd95_per_class(prediction.long(), y, classes)))
-        return mean_defined(torch.cat(dice)), mean_defined(torch.cat(hd95))
+            dice.append(dice_per_class(prediction.long(), y, classes).cpu())
+            hd95.append(hd95_per_class(prediction.long(), y, classes).cpu())
+        return torch.cat(dice), torch.cat(hd95)
+
+    def per_sample(
+        self,
+        batches: list[Batch],
+        adversarial: list[torch.Tensor],
+        clean: CleanOutputs,
+        attacked: list[torch.Tensor],
+    ) -> Samples:
+        # the cell's adversarial Dice and HD95 as :meth:`metrics` computed them (HD95's distance
+        # transforms are the slow part), else computed here
+        last = getattr(self, "_last_attacked", None)
+        if last is not None and last[0] == id(attacked):
+            adv_dice, adv_hd95 = last[1], last[2]
+        else:
+            adv_dice, adv_hd95 = self._per_class(batches, attacked)
+        pairs = zip(batches, adversarial, strict=True)
+        perturbations = concatenate([perturbation(x, x_adv) for (x, _), x_adv in pairs])
+        return {
+            **segmentation_samples(clean.per_class["dice"], adv_dice, clean.per_class["hd95"], adv_hd95),
+            **perturbations,
+        }
 
     def examples(
         self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path

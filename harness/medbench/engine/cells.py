@@ -64,6 +64,10 @@ class CellResult:
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    samples: dict[str, Any] | None = None
+    """The per-sample outcomes of a cell run here (:mod:`medbench.measuring.per_sample`);
+    None for a failed cell, or one reused from the store (read them with
+    :func:`medbench.results.Results.samples`)."""
 
 
 @dataclass

@@ -40,6 +40,7 @@ from medbench.building.user_models import parse_normalization
 from medbench.engine.batching import plan_batches
 from medbench.engine.cells import Cell, CellResult, MatrixPlan, ProgressSink, cell_seed
 from medbench.errors import CellError, UsageError, first_line
+from medbench.measuring import per_sample
 from medbench.measuring.gradient_checks import group_checks
 from medbench.measuring.lpips_similarity import lpips_similarity
 from medbench.measuring.sanity import Flag
@@ -398,6 +399,9 @@ class MatrixRunner:
             metrics.update(checks)
             self.tracker.log_metrics(cell.run_id, metrics)
             with tempfile.TemporaryDirectory() as directory:
+                self.tracker.log_artifact(
+                    cell.run_id, per_sample.save(run.samples, Path(directory) / per_sample.ARTIFACT)
+                )
                 grid = evaluator.examples(
                     batches[0],
                     run.adversarial[0],
@@ -409,7 +413,7 @@ class MatrixRunner:
             for image in defense_images:
                 self.tracker.log_artifact(cell.run_id, image, layout.ARTIFACT_DEFENSE_DIR)
             self.tracker.finish(cell.run_id, "FINISHED")
-            result = CellResult(cell, "FINISHED", metrics)
+            result = CellResult(cell, "FINISHED", metrics, samples=run.samples)
         except KeyboardInterrupt:
             self.tracker.finish(cell.run_id, "KILLED")
             raise

@@ -44,6 +44,8 @@ ARTIFACT_RESULTS = "results.json"
 ARTIFACT_SANITY = "sanity.json"
 ARTIFACT_CURVES = "robustness_curves.png"
 ARTIFACT_EXAMPLES = "examples.png"
+ARTIFACT_PER_SAMPLE = "per_sample.npz"
+"""A cell's per-sample outcomes (:mod:`medbench.measuring.per_sample`)."""
 ARTIFACT_DEFENSE_DIR = "defense"
 
 # parent-run metrics

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medbench.config.budgets import format_budget
+from medbench.measuring import per_sample
 
 if TYPE_CHECKING:
     from medbench.engine.cells import CellResult
@@ -70,6 +71,8 @@ def results_document(
             entry["surrogate"] = cell.surrogate
         if result.error:
             entry["error"] = result.error
+        if result.samples:
+            entry["samples"] = per_sample.as_json(result.samples)
         cells.append(entry)
     return {"experiment": experiment, "parent_run_id": parent_run_id, "cells": cells}
 
