@@ -120,7 +120,8 @@ class Results:
             raise UsageError(unknown_name_message("board format", fmt, FORMATS))
         cells = self._ranked_cells()
         suite = self.suite or self.experiment
-        entries = build_entries(cells, self.matrices, suite, self.experiment, metric or self.rank_by)
+        samples = {cell.run_id: self._samples_or_none(cell.run_id) for cell in cells}
+        entries = build_entries(cells, self.matrices, suite, self.experiment, metric or self.rank_by, samples)
         board = Board(suite, self.experiment, self.tracking_uri, entries, cells, self.matrices, 0)
         return render_board(board, fmt, width)
 
@@ -196,6 +197,12 @@ class Results:
                     "per-sample outcomes): run it again with --rerun"
                 ) from error
         return self._samples[run_id]
+
+    def _samples_or_none(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return self.cell_samples(run_id)
+        except UsageError:
+            return None
 
     def _ranked_cells(self) -> list[CellRecord]:
         cells = self.finished

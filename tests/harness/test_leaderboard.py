@@ -8,12 +8,15 @@ import json
 import math
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from medbench.cli import main
 from medbench.leaderboard.entries import build_entries, curve_area
@@ -62,6 +65,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri
 
 
+def _samples(client: MlflowClient, run_id: str) -> dict[str, np.ndarray]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = client.download_artifacts(run_id, "per_sample.npz", directory)
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval, written out (Wilson 1927), as an independent reference."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
 def _entries(uri: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     code, out, err = _cli(
         ["leaderboard", "--suite", "board", "--tracking-uri", uri, "--format", "json"], capsys
@@ -97,8 +115,18 @@ def test_json_entries_follow_the_schema_and_the_mlflow_metrics(
             assert isinstance(result["metrics"]["l2_mean"], float), "metrics are numbers"
             robust[(result["attack"], round(result["budget"] * 255))] = result["robust"]
         expected_attack = min(("fgsm", "pgd"), key=lambda a: robust[(a, 8)])
-        assert entry["worst_case"] == {"value": robust[(expected_attack, 8)], "attack": expected_attack,
-                                       "budget": 8 / 255}  # fmt: skip
+        # the worst case is per sample (robust only if robust to every attack), from the cells'
+        # per_sample.npz, never above the lowest per-attack value
+        at_headline = [r["run_id"] for r in entry["results"] if round(r["budget"] * 255) == 8]
+        robust_to_all = np.logical_and.reduce([_samples(client, run)["robust"] for run in at_headline])
+        expected = {"value": pytest.approx(robust_to_all.mean()), "attack": expected_attack,
+                    "budget": 8 / 255, "per_sample": True}  # fmt: skip
+        assert entry["worst_case"] == expected
+        assert entry["worst_case"]["value"] <= robust[(expected_attack, 8)]
+        low, high = entry["intervals"]["worst_case"]
+        assert (low, high) == pytest.approx(_wilson(int(robust_to_all.sum()), len(robust_to_all)))
+        low, high = entry["intervals"]["clean_accuracy"]
+        assert low <= entry["clean"]["clean_accuracy"] <= high
         clean = entry["clean"]["clean_accuracy"]
         for attack in ("fgsm", "pgd"):
             trapezoids = (clean + robust[(attack, 2)]) * 2 / 2 + (
@@ -205,9 +233,18 @@ def test_ranking_by_another_metric(store: str, capsys: pytest.CaptureFixture[str
     assert {entry["metric"] for entry in entries} == {"auc"}
     worst = [entry["worst_case"]["value"] for entry in entries]
     assert worst == sorted(worst, reverse=True) and [e["rank"] for e in entries] == [1, 2]
+    client = MlflowClient(tracking_uri=store)
     for entry in entries:
-        assert entry["worst_case"]["value"] == min(entry["robust_at_headline"].values())
         headline = {r["attack"]: r for r in entry["results"] if r["budget"] == pytest.approx(8 / 255)}
+        # per sample: each sample's least favourable logit margin over the attacks, ranked by
+        # scikit-learn's AUC
+        samples = [_samples(client, r["run_id"]) for r in headline.values()]
+        margins = np.stack([s["adv_logits"][:, 1] - s["adv_logits"][:, 0] for s in samples])
+        labels = samples[0]["label"]
+        worst_margin = np.where(labels == 1, margins.min(axis=0), margins.max(axis=0))
+        assert entry["worst_case"]["per_sample"] is True
+        assert entry["worst_case"]["value"] == pytest.approx(roc_auc_score(labels, worst_margin))
+        assert entry["worst_case"]["value"] <= min(entry["robust_at_headline"].values()) + 1e-12
         assert entry["robust_at_headline"]["pgd"] == headline["pgd"]["metrics"]["robust_auc"]
     code, out, _ = _cli([*board, "--format", "markdown", "--metric", "auc"], capsys)
     assert code == 0 and "| clean auc | clean accuracy |" in out

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from medbench.leaderboard.curves import plot_robustness_curves
 from medbench.leaderboard.entries import LeaderboardEntry, build_entries
-from medbench.leaderboard.records import CellRecord, MatrixRecord, latest_cells, load_records
+from medbench.leaderboard.records import CellRecord, MatrixRecord, latest_cells, load_records, load_samples
 from medbench.leaderboard.render import csv_text, html_page, json_text, markdown, rich_table
 from medbench.recording import layout
 
@@ -49,7 +49,7 @@ def load_board(
     latest = latest_cells(cells)
     suites = [m.suite for m in matrices if m.suite]
     name = suite or (suites[-1] if suites else experiment)
-    entries = build_entries(latest, matrices, name, experiment, metric)
+    entries = build_entries(latest, matrices, name, experiment, metric, load_samples(tracking_uri, latest))
     finished_keys = {c.run_id for c in latest}
     unfinished = sum(1 for c in cells if c.status != "FINISHED" and c.run_id not in finished_keys)
     return Board(name, experiment, tracking_uri, entries, latest, matrices, unfinished)

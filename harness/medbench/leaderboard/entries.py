@@ -35,6 +35,7 @@ from medbench.config.spec import RANKING_METRICS
 from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
+from medbench.leaderboard.row_statistics import SampleSource, row_statistics
 from medbench.measuring.metrics import mean_defined
 from medbench.measuring.sanity import Flag, check_row, is_at_chance, needs_adaptive_evaluation, primary_metric
 
@@ -62,11 +63,15 @@ class AttackResult(BaseModel):
 
 
 class WorstCase(BaseModel):
-    """The strongest attack of the row at its headline budget."""
+    """The worst case over the row's attacks at their headline budgets."""
 
-    value: Number
-    attack: str | None
+    value: Number = Field(
+        description="per sample (robust only if robust to every attack) when per_sample, else the "
+        "lowest per-attack value (an upper bound of the per-sample worst case)"
+    )
+    attack: str | None = Field(description="the attack with the lowest per-attack value")
     budget: float | None
+    per_sample: bool = Field(False, description="computed per sample from the cells' per_sample.npz")
 
 
 class SanityFlag(BaseModel):
@@ -114,6 +119,11 @@ class LeaderboardEntry(BaseModel):
     run_ids: RunIds
     sanity: list[SanityFlag]
     needs_adaptive_evaluation: bool = Field(description="a flag says the evaluation may be too weak")
+    intervals: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="95% intervals, by clean_<metric>, by attack (its robust metric at the headline) "
+        "and worst_case: Wilson for accuracies, a bootstrap over samples for AUC and Dice",
+    )
     at_chance: bool = Field(
         default=False,
         description="the clean metric is at chance (flag clean-at-chance): the row ranks after all others",
@@ -154,6 +164,7 @@ def _row_entry(
     flags: list[Flag],
     accelerator: str,
     suite_headline: dict[str, float],
+    samples: SampleSource,
 ) -> LeaderboardEntry:
     first = row[0]
     by_attack: dict[str, list[CellRecord]] = defaultdict(list)
@@ -162,6 +173,17 @@ def _row_entry(
     clean_names = sorted({k for c in row for k in c.metrics if k.startswith("clean_")})
     clean = {name: _number(mean_defined(c.metric(name) for c in row)) for name in clean_names}
     headline, at_headline, areas = _attack_summaries(by_attack, first, metric, suite_headline)
+    headline_cells = {
+        attack: top
+        for attack, cells in by_attack.items()
+        if (top := max(cells, key=lambda c: c.budget)).budget == suite_headline[attack]
+    }
+    statistics = row_statistics(row, headline_cells, metric, samples)
+    worst_case = _worst_case(by_attack, at_headline, headline)
+    if statistics.worst_case is not None:
+        worst_case = worst_case.model_copy(
+            update={"value": _number(statistics.worst_case), "per_sample": True}
+        )
     defined_areas = [v for v in areas.values() if v is not None]
     return LeaderboardEntry(
         rank=0,
@@ -178,7 +200,8 @@ def _row_entry(
         headline_budgets=headline,
         clean=clean,
         robust_at_headline=at_headline,
-        worst_case=_worst_case(by_attack, at_headline, headline),
+        worst_case=worst_case,
+        intervals={name: (i.low, i.high) for name, i in statistics.intervals.items()},
         curve_areas=areas,
         curve_area=min(defined_areas) if defined_areas else None,
         results=[_attack_result(c, metric) for c in sorted(row, key=lambda c: (panel_name(c), c.budget))],
@@ -244,6 +267,7 @@ def _worst_case(
         value=bounded[worst_attack] if worst_attack else None,
         attack=worst_attack,
         budget=headline[worst_attack] if worst_attack else None,
+        per_sample=False,
     )
 
 
@@ -270,8 +294,13 @@ def build_entries(
     suite: str,
     experiment: str,
     metric: str | None = None,
+    samples: SampleSource | None = None,
 ) -> list[LeaderboardEntry]:
     """One ranked entry per row (model/defense) of ``cells`` (the newest finished cells).
+
+    ``samples`` holds the cells' per-sample outcomes by run id (:mod:`medbench.measuring.per_sample`):
+    with them, the worst case is per sample and every number gets its interval
+    (:mod:`medbench.leaderboard.row_statistics`); without, accuracies still get Wilson intervals.
 
     Ranked by the worst-case robust ``metric`` (default: the task's primary metric) with ties
     broken by its clean value; rows without a worst case come last, and after them the rows
@@ -297,7 +326,9 @@ def build_entries(
         accelerator = accelerators.get(row[0].parent_run_id, "")
         flags = check_row(row, metric)
         entries.append(
-            _row_entry(row, metric, suite, experiment, flags, accelerator, headline_budgets(cells))
+            _row_entry(
+                row, metric, suite, experiment, flags, accelerator, headline_budgets(cells), samples or {}
+            )
         )
 
     def order(entry: LeaderboardEntry) -> tuple[bool, float, float]:

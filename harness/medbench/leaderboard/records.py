@@ -192,3 +192,25 @@ def latest_cells(cells: list[CellRecord]) -> list[CellRecord]:
         newest.pop(key, None)
         newest[key] = cell
     return list(newest.values())
+
+
+def load_samples(tracking_uri: str, cells: list[CellRecord]) -> dict[str, dict[str, Any] | None]:
+    """Each cell's per-sample outcomes (``per_sample.npz``) by run id; None where a cell has none
+    (logged before medbench kept them, or an artifact store without the file)."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from medbench.measuring import per_sample
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found: dict[str, dict[str, Any] | None] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for cell in cells:
+            try:
+                path = client.download_artifacts(cell.run_id, layout.ARTIFACT_PER_SAMPLE, directory)
+                with open(path, "rb") as handle:
+                    found[cell.run_id] = per_sample.load(handle.read())
+            except Exception:  # no such artifact: the board falls back to the logged metrics
+                found[cell.run_id] = None
+    return found

@@ -33,6 +33,31 @@ SECONDARY = {"accuracy": ("auc", True), "auc": ("accuracy", True), "dice": ("hd9
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A number of the board with its 95% interval (``entry.intervals``)."""
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        # round the point estimate to what the interval supports: 2 decimals once it is wider than 0.02
+        digits = 2 if self.high - self.low > 0.02 else 3
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+Cell = str | float | Estimate | None
+
+
+def _estimate(entry: LeaderboardEntry, key: str, value: float | None) -> float | Estimate | None:
+    """``value`` with the entry's interval under ``key``, when it has one."""
+    interval = entry.intervals.get(key)
+    if value is None or interval is None:
+        return value
+    return Estimate(value, interval[0], interval[1])
+
+
+@dataclass(frozen=True)
 class Column:
     """One column of the board: its header and how to read its value from an entry."""
 
@@ -72,8 +97,9 @@ def _secondary_worst(entry: LeaderboardEntry) -> float | None:
     return min(values) if higher else max(values)
 
 
-def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[list[str | float | None]]]:
-    """The header and the cells of the board (numbers stay numbers; None where undefined)."""
+def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[list[Cell]]]:
+    """The header and the cells of the board (numbers stay numbers, with their intervals as
+    :class:`Estimate`; None where undefined)."""
     if not entries:
         return [], []
     metric = entries[0].metric
@@ -83,18 +109,18 @@ def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[lis
     header += [f"{attack} @{_budget_text(entries[0], attack, budget)}" for attack, budget in attacks]
     header += [f"worst-case {metric}", "worst attack", f"worst-case {secondary}", "curve area", "runtime (s)"]
     header += ["flags"]
-    rows: list[list[str | float | None]] = []
+    rows: list[list[Cell]] = []
     for entry in entries:
-        row: list[str | float | None] = [
+        row: list[Cell] = [
             entry.rank,
             entry.model,
             entry.defense,
-            entry.clean.get(f"clean_{metric}"),
+            _estimate(entry, f"clean_{metric}", entry.clean.get(f"clean_{metric}")),
             entry.clean.get(f"clean_{secondary}"),
         ]
-        row += [entry.robust_at_headline.get(attack) for attack, _ in attacks]
+        row += [_estimate(entry, attack, entry.robust_at_headline.get(attack)) for attack, _ in attacks]
         row += [
-            entry.worst_case.value,
+            _estimate(entry, "worst_case", entry.worst_case.value),
             entry.worst_case.attack or "",
             _secondary_worst(entry),
             entry.curve_area,
@@ -113,9 +139,11 @@ def flags_text(entry: LeaderboardEntry) -> str:
     return "; ".join(f"{mark}: " + ", ".join(sorted(names)) for mark, names in checks.items() if names)
 
 
-def _text(value: str | float | None, digits: int = 3) -> str:
+def _text(value: Cell, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, Estimate):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -159,10 +187,21 @@ def markdown(entries: Sequence[LeaderboardEntry], title: str) -> str:
 def csv_text(entries: Sequence[LeaderboardEntry]) -> str:
     """The board as CSV (numbers unformatted; empty where undefined)."""
     header, rows = board_rows(entries)
+    with_interval = [any(isinstance(row[i], Estimate) for row in rows) for i in range(len(header))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    names: list[str] = []
+    for name, interval in zip(header, with_interval, strict=True):
+        names += [name, f"{name} low", f"{name} high"] if interval else [name]
+    writer.writerow(names)
+    for row in rows:
+        values: list[object] = []
+        for value, interval in zip(row, with_interval, strict=True):
+            if isinstance(value, Estimate):
+                values += [value.value, value.low, value.high]
+            else:
+                values += ["" if value is None else value] + (["", ""] if interval else [])
+        writer.writerow(values)
     return buffer.getvalue()
 
 
@@ -231,8 +270,9 @@ def html_page(
     for row in rows:
         cells = []
         for name, value in zip(header, row, strict=True):
-            number = isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
-            data = f' data-value="{value}"' if number else ""
+            plain = value.value if isinstance(value, Estimate) else value
+            number = isinstance(plain, (int, float)) and not (isinstance(plain, float) and math.isnan(plain))
+            data = f' data-value="{plain}"' if number else ""
             css = "flag" if name == "flags" else ("text" if name in text_columns else "")
             cells.append(f'<td class="{css}"{data}>{esc(_text(value))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
