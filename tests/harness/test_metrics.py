@@ -379,3 +379,17 @@ def test_robust_accuracy_counts_only_samples_right_both_clean_and_attacked() -> 
     assert robust_accuracy(clean, adv, labels) == pytest.approx(
         clean_acc * (1 - attack_success_rate(clean, adv, labels))
     )
+
+
+def test_majority_rate_and_balanced_accuracy_match_scikit_learn() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from medbench.measuring.metrics import balanced_accuracy, majority_rate
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 30 + [1] * 7 + [2] * 3)
+    logits = torch.randn(40, 3, generator=generator)
+    logits[:30, 0] += 2.0
+    expected = balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy())
+    assert balanced_accuracy(logits, labels) == pytest.approx(expected)
+    assert majority_rate(labels) == pytest.approx(30 / 40)

@@ -799,3 +799,33 @@ def test_flag_lines_show_the_row_verbatim(
         in err
     )
     assert "smallcnn/dcnn[lambda_n=1]: at chance (clean-at-chance): clean AUC 0.438 is at most chance" in err
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "majority", "balanced", "flagged"),
+    [
+        (0.56, 0.539, 0.55, True),  # the published denoising-cnn rows: barely above the majority rate
+        (0.594, 0.539, 0.60, False),  # 152 of 256 against a rate of 0.539: p = 0.045, just above it
+        (0.90, 0.539, 0.89, False),
+        (0.80, 0.80, 0.50, True),  # a constant majority prediction on imbalanced data
+        (0.75, 0.50, 0.75, False),
+        (0.70, 0.55, 0.45, True),  # above the majority rate, yet worse than chance per class
+    ],
+)
+def test_at_chance_is_the_majority_class_rate_and_balanced_accuracy(
+    accuracy: float, majority: float, balanced: float, flagged: bool
+) -> None:
+    from scipy.stats import binomtest
+
+    metrics = {
+        "clean_accuracy": accuracy,
+        "clean_auc": 0.8,
+        "majority_rate": majority,
+        "clean_balanced_accuracy": balanced,
+        "sanity_chance_accuracy": 0.5,
+    }
+    row = [record(a, 8 / 255, 0.3, n_eval=256, metrics=metrics) for a in ("fgsm", "pgd")]
+    at_chance = "clean-at-chance" in checks_of(check_cells(row))
+    test = binomtest(round(accuracy * 256), 256, majority, alternative="greater").pvalue >= 0.05
+    assert at_chance == (test or balanced <= 0.5 + 0.02)
+    assert at_chance == flagged

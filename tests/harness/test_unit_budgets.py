@@ -70,3 +70,41 @@ def test_unit_budgets_that_cannot_apply_are_usage_errors(
     assert not (tmp_path / "mlflow.db").exists() or not MlflowClient(uri).search_experiments(
         filter_string="name = 'smoke'"
     ), "nothing is recorded"
+
+
+@pytest.mark.parametrize("eps", ["3", "2/255,3", "300/255"])
+def test_an_intensity_budget_above_one_is_a_usage_error_with_a_did_you_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], eps: str
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    code, _, err = _run(["run", "--n-eval", "8", "--eps", eps, "--tracking-uri", uri], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "above 1 on the [0, 1] intensity scale" in err
+    assert "did you mean 3/255?" in err or "did you mean 1.17647/255?" in err
+    assert MlflowClient(uri).search_experiments(filter_string="name != 'Default'") == []
+
+
+def test_a_run_that_changes_the_default_suite_gets_its_own_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    tiny = ["--set", "dataset.phantom2d.image_size=16", "--n-eval", "8", "--epochs", "1", "--defense", "none"]
+    tiny += [
+        "--attack",
+        "fgsm",
+        "--eps",
+        "8/255",
+        "--json",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'm.db'}",
+    ]
+    code, out, err = _run(["run", *tiny], capsys)
+    assert code == 0, err
+    experiment = json.loads(out)["experiment"]
+    assert experiment.startswith("phantom2d-smallcnn-") and experiment != "smoke"
+    code, out, _ = _run(["run", *tiny], capsys)
+    assert json.loads(out)["experiment"] == experiment, "the same options: the same experiment (resume)"
+    code, out, _ = _run(["run", *tiny, "--seed", "1"], capsys)
+    assert json.loads(out)["experiment"] != experiment
+    code, out, _ = _run(["run", "--suite", "smoke", *tiny], capsys)
+    assert json.loads(out)["experiment"] == "smoke", "a named suite keeps its experiment"

@@ -25,7 +25,14 @@ from typing import Any
 import torch
 
 from medbench.api import Attack, AttackResult, DatasetBundle, DefendedModel
-from medbench.measuring.metrics import classification_metrics, multilabel_metrics, perturbation_norms, ssim
+from medbench.measuring.metrics import (
+    balanced_accuracy,
+    classification_metrics,
+    majority_rate,
+    multilabel_metrics,
+    perturbation_norms,
+    ssim,
+)
 from medbench.measuring.per_sample import (
     Samples,
     classification_samples,
@@ -237,6 +244,9 @@ class ClassificationEvaluator(TaskEvaluator):
         )
         if self.bundle.multilabel:
             metrics.update(multilabel_metrics(labels, clean_logits, adv_logits, self.bundle.class_names))
+        else:  # the chance levels a classifier has to beat (measuring.sanity, clean-at-chance)
+            metrics["majority_rate"] = majority_rate(labels)
+            metrics["clean_balanced_accuracy"] = balanced_accuracy(clean_logits, labels)
         return metrics
 
     def per_sample(

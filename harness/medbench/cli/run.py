@@ -167,7 +167,11 @@ _OPTIONS = [
     click.option("--devices", help="Devices of the devices executor, e.g. cuda:0,cuda:1 (or cpu,cpu)."),
     click.option("--shard", hidden=True, help="Worker of the devices executor: I/N."),
     click.option("--parent-run-id", hidden=True, help="Worker of the devices executor: the parent run."),
-    click.option("--experiment", help="MLflow experiment (default: the suite's name)."),
+    click.option(
+        "--experiment",
+        help="MLflow experiment (default: the suite's name; a run that changes the default suite "
+        "without --suite or --spec gets its own, <dataset>-<models>-<hash of the options>).",
+    ),
     click.option(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     ),
@@ -225,7 +229,35 @@ def spec_from_options(options: dict[str, Any]) -> RunSpec:
         spec = load_suite(options["suite"] or DEFAULT_SUITE)
     overrides = {key: options[key] for key in SPEC_OPTIONS}
     overrides["compile"] = options["compile_model"]
-    return with_overrides(spec, overrides)
+    spec = with_overrides(spec, overrides)
+    if not (options["suite"] or options["spec_file"]) and _changes_the_matrix(options):
+        spec.name = own_experiment_name(spec, options)
+    return spec
+
+
+MATRIX_OPTIONS = (*SPEC_OPTIONS, "eps", "budgets", "assignments", "image_size", "channels")
+"""Options that change what a run computes (performance options such as --device do not)."""
+PERFORMANCE_OPTIONS = ("eval_batch_size", "precision", "channels_last", "cudnn_benchmark")
+
+
+def _changes_the_matrix(options: dict[str, Any]) -> bool:
+    return any(
+        options.get(key) not in (None, (), [], False)
+        for key in MATRIX_OPTIONS
+        if key not in PERFORMANCE_OPTIONS
+    )
+
+
+def own_experiment_name(spec: RunSpec, options: dict[str, Any]) -> str:
+    """The experiment of a run that changes the default suite without naming a suite or spec:
+    ``<dataset>-<models>-<hash of the options>``, so that it never lands on the smoke board
+    and each configuration has its own (``--experiment`` names one instead)."""
+    from medbench.building.cache import stable_hash
+
+    chosen = {key: options.get(key) for key in MATRIX_OPTIONS if key not in PERFORMANCE_OPTIONS}
+    digest = stable_hash({k: (list(v) if isinstance(v, tuple) else v) for k, v in chosen.items()}, length=8)
+    models = "+".join(Path(m).name.replace(":", "-") for m in spec.models)
+    return f"{spec.dataset}-{models}-{digest}"
 
 
 def _assignments(options: dict[str, Any], spec: RunSpec) -> list[tuple[str, str, str, str]]:

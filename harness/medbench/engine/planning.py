@@ -226,6 +226,7 @@ def _convert_unit_budgets(
                 raise UsageError(
                     f"budget {value.text}: {attack.budget_name} of attack {name!r} is not an intensity"
                 )
+            _check_intensity_scale(name, attack, value)
         budgets[name] = [
             Budget(
                 to_intensity_scale(v, bundle.intensity_window, bundle.intensity_unit, dataset),
@@ -234,6 +235,17 @@ def _convert_unit_budgets(
             for v in values
         ]
     return budgets
+
+
+def _check_intensity_scale(name: str, attack: Attack, value: RequestedBudget) -> None:
+    """An L∞ or noise budget on the [0, 1] scale cannot exceed 1: ``--eps 3`` means ``3/255``."""
+    if isinstance(value, UnitBudget) or not attack.budget_on_intensity_scale or value <= 1:
+        return
+    if attack.threat_model in ("linf", "noise"):
+        raise UsageError(
+            f"budget {value:g} of attack {name!r} ({attack.budget_name}) is above 1 on the [0, 1] "
+            f"intensity scale; did you mean {value:g}/255?"
+        )
 
 
 def _check_task(kind: str, name: str, tasks: frozenset[str], task: str) -> None:

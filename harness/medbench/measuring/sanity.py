@@ -19,9 +19,13 @@ Adversarial Robustness" (2019), §5, and ART's gradient checks:
 
 One check is of the model rather than of its evaluation (:data:`MODEL_CHECKS`):
 
-* ``clean-at-chance``: a classifier whose clean AUC is at most 0.5, or whose clean accuracy
-  is at most chance (one over the number of classes), has not learned the task, e.g. a
-  training that collapsed to one class. A constant prediction keeps its accuracy under any
+* ``clean-at-chance``: a classifier has not learned the task, e.g. a training that
+  collapsed to one class, when its clean AUC is at most 0.5, its clean accuracy is not
+  significantly above the **majority-class rate** of the evaluated samples (one-sided exact
+  binomial test at 5%; a constant prediction of the largest class scores that rate, which
+  1/K understates on imbalanced data), or its balanced accuracy is at most 1/K. Cells logged
+  before the majority rate was logged are compared with 1/K. A constant prediction keeps its
+  accuracy under any
   attack, so its robust metrics measure nothing; boards rank such rows after every other row
   and mark them "at chance" instead of "needs adaptive evaluation".
 
@@ -70,6 +74,8 @@ MODEL_CHECKS = frozenset({"clean-at-chance"})
 
 NEEDS_ADAPTIVE = "needs adaptive evaluation"
 AT_CHANCE = "at chance"
+CHANCE_LEVEL = 0.05
+"""The significance level of the test that a classifier beats its majority-class rate."""
 
 
 def mark_of(check: str) -> str:
@@ -242,15 +248,39 @@ def _clean_at_chance(row: Sequence[CellRecord], tol: float) -> list[Flag]:
     if auc <= AUC_CHANCE + tol:  # False for NaN
         reasons.append(f"clean AUC {auc:.3f} is at most chance ({AUC_CHANCE:.3f})")
     accuracy = mean_defined(c.metric("clean_accuracy") for c in row)
-    chance = mean_defined(c.metric("sanity_chance_accuracy") for c in row)
-    if chance > 0 and accuracy <= chance + tol:  # multi-label data log a chance accuracy of 0
-        reasons.append(f"clean accuracy {accuracy:.3f} is at most chance ({chance:.3f})")
+    majority = mean_defined(c.metric("majority_rate") for c in row)
+    if not math.isnan(majority):
+        reasons += _below_majority(accuracy, majority, min(c.n_eval for c in row))
+        balanced = mean_defined(c.metric("clean_balanced_accuracy") for c in row)
+        uniform = mean_defined(c.metric("sanity_chance_accuracy") for c in row)
+        if balanced <= uniform + tol:  # False for NaN
+            reasons.append(f"clean balanced accuracy {balanced:.3f} is at most chance ({uniform:.3f})")
+    else:  # cells logged before the majority rate: one over the number of classes
+        chance = mean_defined(c.metric("sanity_chance_accuracy") for c in row)
+        if chance > 0 and accuracy <= chance + tol:  # multi-label data log a chance accuracy of 0
+            reasons.append(f"clean accuracy {accuracy:.3f} is at most chance ({chance:.3f})")
     if not reasons:
         return []
     message = (
         "; ".join(reasons) + ": the model has not learned the task, so its robust metrics measure nothing"
     )
     return [Flag("clean-at-chance", row[0].row, message, tuple(c.label for c in row))]
+
+
+def _below_majority(accuracy: float, majority: float, n: int) -> list[str]:
+    """The reason to flag an accuracy that is not significantly above the majority-class rate
+    (one-sided exact binomial test at 5%, ``scipy.stats.binomtest``); none otherwise."""
+    if math.isnan(accuracy) or n <= 0 or majority >= 1:
+        return []
+    from scipy.stats import binomtest
+
+    p_value = binomtest(round(accuracy * n), n, majority, alternative="greater").pvalue
+    if p_value < CHANCE_LEVEL:
+        return []
+    return [
+        f"clean accuracy {accuracy:.3f} is not significantly above the majority-class rate "
+        f"{majority:.3f} of the {n} evaluated samples (one-sided binomial test, p = {p_value:.2g})"
+    ]
 
 
 def is_at_chance(flags: Iterable[Flag]) -> bool:
