@@ -8,6 +8,8 @@ sanity checks, MLflow layout (a parent run and nested cells) and resume by cell 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -17,8 +19,10 @@ import torch
 from torch import nn
 
 from medbench.api import Dataset, Normalization, Task
+from medbench.building.cache import stable_hash
+from medbench.building.model_identity import module_identity
 from medbench.building.user_data import DataLike, as_tensors, in_memory_dataset, infer_task
-from medbench.building.user_models import UserModel, module_identity, parse_normalization
+from medbench.building.user_models import UserModel, parse_normalization
 from medbench.config.budgets import RequestedBudget, parse_budget_list
 from medbench.config.spec import RunSpec, TrainingSettings, load_spec_file, load_suite, spec_from_mapping
 from medbench.errors import UsageError, first_line
@@ -92,9 +96,9 @@ def evaluate(
     user_model = _user_model(model, name, normalization)
     dataset = _dataset(data, user_model, task, class_names, train_data)
     spec = _evaluation_spec(
-        user_model.name, data, dataset, data_dir, defenses, attacks, n_eval, seed, training
+        user_model.name, data, dataset, data_dir, _names(defenses), _names(attacks), n_eval, seed, training
     )
-    spec.name = experiment or spec.name
+    spec.name = experiment or f"{spec.name}-{stable_hash({'model': user_model.identity}, length=6)}"
     return _run_spec(
         spec,
         eps=eps,
@@ -108,6 +112,11 @@ def evaluate(
         models={user_model.name: user_model},
         dataset=None if isinstance(data, str) else dataset,
     )
+
+
+def _names(names: Sequence[str] | str) -> list[str]:
+    """A list of names; one name given as a string is that one name, not its letters."""
+    return [names] if isinstance(names, str) else list(names)
 
 
 def _evaluation_spec(
@@ -124,6 +133,8 @@ def _evaluation_spec(
     """The spec :func:`evaluate` runs: its model, data and matrix."""
     from medbench.config.settings import build_settings
 
+    if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1):
+        raise UsageError(f"n_eval must be a positive integer or None, got {n_eval!r}")
     dataset_name = data if isinstance(data, str) else dataset.name
     spec = RunSpec(
         name=f"{label}-on-{dataset_name}",
@@ -215,21 +226,23 @@ def _run_spec(
 
     host = load_plugins()
     budget_overrides: dict[str, list[RequestedBudget]] = {
-        str(k): parse_budget_list(list(v)) for k, v in (budgets or {}).items()
+        str(k): parse_budget_list(v if isinstance(v, str) else list(v)) for k, v in (budgets or {}).items()
     }
     assignments = [parse_assignment(f"{key}={value}") for key, value in (settings or {}).items()]
     plan = plan_matrix(
         spec,
         host,
         resolve_device(device),
-        eps_override=parse_budget_list(list(eps)) if eps is not None else None,
+        eps_override=parse_budget_list(eps if isinstance(eps, str) else list(eps))
+        if eps is not None
+        else None,
         budget_overrides=budget_overrides,
         assignments=assignments,
         experiment=experiment,
         models=models,
         dataset=dataset,
     )
-    with _store(tracking_uri) as (uri, keep):
+    with _store(tracking_uri, plan.experiment) as (uri, keep):
         execution = Execution(tracking_uri=uri, rerun=rerun, use_cache=use_cache)
         with _progress(progress) as sink:
             outcome = run_matrix(plan, host, execution, sink)
@@ -246,13 +259,21 @@ def _run_spec(
 
 
 @contextlib.contextmanager
-def _store(tracking_uri: str | Literal[False] | None) -> Iterator[tuple[str, Any]]:
+def _store(tracking_uri: str | Literal[False] | None, experiment: str) -> Iterator[tuple[str, Any]]:
     """The store's URI, and for ``False`` the temporary folder that holds it."""
     from medbench.recording.tracking import resolve_tracking_uri
 
-    if tracking_uri is False:
+    if tracking_uri is False:  # its artifacts too go in the folder (not the default ./mlruns)
+        from mlflow.tracking import MlflowClient
+
+        from medbench.recording.tracking import quiet_mlflow
+
+        quiet_mlflow()
         folder = tempfile.TemporaryDirectory(prefix="medbench-")
-        yield f"sqlite:///{folder.name}/mlflow.db", folder
+        uri = f"sqlite:///{folder.name}/mlflow.db"
+        artifacts = (Path(folder.name) / "artifacts").as_uri()
+        MlflowClient(tracking_uri=uri).create_experiment(experiment, artifact_location=artifacts)
+        yield uri, folder
         return
     yield resolve_tracking_uri(tracking_uri), None
 
@@ -275,9 +296,19 @@ def _user_model(
     model: nn.Module | Callable[..., nn.Module], name: str | None, normalization: NormalizationLike
 ) -> UserModel:
     chosen = _normalization(normalization)
+    if isinstance(model, torch.jit.ScriptModule):  # a scripted module has no deepcopy: reloaded per build
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
+        data = buffer.getvalue()
+        label = name or str(getattr(model, "original_name", "torchscript"))
+        identity = {"torchscript_sha256": hashlib.sha256(data).hexdigest(), **_normalization_identity(chosen)}
+
+        def load() -> nn.Module:
+            return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+        return UserModel(label, factory=load, normalization=chosen, dims=2, identity=identity, trained=True)
     if isinstance(model, nn.Module):
         label = name or type(model).__name__
-        model.eval()
         identity = {**module_identity(model), **_normalization_identity(chosen)}
         return UserModel(label, module=model, normalization=chosen, dims=2, identity=identity)
     if callable(model) and not isinstance(model, type | torch.Tensor):

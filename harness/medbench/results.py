@@ -271,7 +271,9 @@ def load_results(
         results.sanity = _flags(results)
         return results
     parent, cell_ids = _parent_run(uri, run_id)
-    name = experiment or parent
+    if experiment is not None and experiment != parent:
+        raise UsageError(f"run {run_id!r} belongs to experiment {parent!r}, not {experiment!r}")
+    name = parent
     return results_of_runs(uri, name, cell_ids, parent_run_id=run_id)
 
 

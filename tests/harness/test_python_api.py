@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,83 @@ def test_set_assignments_leave_the_callers_spec_alone() -> None:
     )
     assert plan.attacks["pgd"].settings.max_iter == 3
     assert repr(spec) == before, "--set assignments go to a copy of the spec"
+
+
+def test_the_code_of_a_model_is_part_of_its_identity(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    torch.manual_seed(0)
+    relu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(1024, 2))
+    sigmoid = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sigmoid(), nn.Flatten(), nn.Linear(1024, 2))
+    sigmoid.load_state_dict(relu.state_dict())  # the same weights, other code
+    first = _evaluate(relu, _tensors(), tracking_uri=uri, experiment="code", attacks=["fgsm"])
+    other = _evaluate(sigmoid, _tensors(), tracking_uri=uri, experiment="code", attacks=["fgsm"])
+    assert not set(other.frame["run_id"]) & set(first.frame["run_id"])
+
+    def make(activation: type[nn.Module]) -> Callable[[], nn.Module]:
+        def build() -> nn.Module:
+            torch.manual_seed(0)
+            return nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1), activation(), nn.Flatten(), nn.Linear(1024, 2)
+            )
+
+        return build
+
+    from medbench.building.model_identity import function_identity
+
+    assert function_identity(make(nn.ReLU)) != function_identity(make(nn.Sigmoid)), "closures differ"
+
+
+def test_nothing_is_left_behind_with_tracking_uri_false(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    results = _evaluate(TinyNet(), _tensors(), attacks=["fgsm"])
+    assert results.board()
+    assert list(tmp_path.iterdir()) == [], "no ./mlruns, no mlflow.db in the working folder"
+
+
+def test_a_scripted_module_object_is_a_model() -> None:
+    torch.manual_seed(0)
+    scripted = torch.jit.script(TinyNet())
+    results = _evaluate(scripted, _tensors(), attacks=["fgsm"], defenses=["none", "spatial-smoothing"])
+    assert set(results.frame["status"]) == {"FINISHED"}
+    assert set(results.frame["model"]) == {"TinyNet"}
+
+
+def test_names_and_budgets_given_as_one_string() -> None:
+    torch.manual_seed(0)
+    results = _evaluate(TinyNet(), _tensors(), attacks="fgsm", eps="2/255,8/255")
+    assert list(results.frame["budget_text"]) == ["2/255", "8/255"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_eval": -1}, "n_eval must be a positive integer"),
+        ({"n_eval": 1.5}, "n_eval must be a positive integer"),
+        ({"eps": [3]}, "did you mean 3/255"),
+    ],
+)
+def test_bad_options_are_usage_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        _evaluate(TinyNet(), _tensors(), **kwargs)
+
+
+def test_a_factory_without_training_data_is_refused_before_anything_runs() -> None:
+    with pytest.raises(UsageError, match="no training split"):
+        _evaluate(lambda in_channels, num_classes: TinyNet(in_channels, num_classes), _tensors())
+
+
+def test_a_one_logit_model_is_refused() -> None:
+    one_logit = nn.Sequential(nn.Flatten(), nn.Linear(256, 1))
+    with pytest.raises(UsageError, match="returns one logit per sample"):
+        _evaluate(one_logit, _tensors())
+
+
+def test_load_results_names_the_experiment_of_a_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    torch.manual_seed(0)
+    results = _evaluate(TinyNet(), _tensors(), tracking_uri=uri, experiment="mine", attacks=["fgsm"])
+    with pytest.raises(UsageError, match="belongs to experiment 'mine'"):
+        medbench.load_results(experiment="other", run_id=results.parent_run_id, tracking_uri=uri)

@@ -129,7 +129,11 @@ def test_a_torchscript_file_is_a_model(workdir: Path, capsys: pytest.CaptureFixt
         (("--model", "nets.py:not_a_module"), "returned int, not a torch.nn.Module"),
         (("--model", "no_such_package.module:build"), "no module named 'no_such_package'"),
         (("--model", "nets.py:build", "--checkpoint", "nowhere.pt"), "--checkpoint nowhere.pt: no such file"),
-        (("--model", "nets.py:build", "--checkpoint", "nets.py"), "not a readable state dict"),
+        (("--model", "nets.py:build", "--checkpoint", "nets.py"), "not a state dict saved with torch.save"),
+        (
+            ("--model", "nets.py:build", "--checkpoint", "net3.pt"),
+            "is (3, 16) in the file, (2, 16) in the model",
+        ),
         (("--model", "nets.py:build", "--normalization", "0.5,0"), "positive standard deviations"),
         (("--model", "smallcnn", "--checkpoint", "other.pt"), "does not fit model 'smallcnn'"),
         (
@@ -144,6 +148,9 @@ def test_bad_user_models_are_one_line_errors_and_record_nothing(
     workdir: Path, capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...], message: str
 ) -> None:
     torch.save({"other.weight": torch.zeros(1)}, workdir / "other.pt")
+    namespace: dict[str, object] = {}
+    exec(FACTORY, namespace)
+    torch.save(namespace["build"](num_classes=3, in_channels=1).state_dict(), workdir / "net3.pt")  # type: ignore[operator]
     code, document, err = _run(capsys, *arguments, "--experiment", "bad")
     assert code == 2
     assert document == {}
@@ -162,3 +169,14 @@ def test_a_defense_that_cannot_wrap_a_model_fails_before_anything_trains(
     assert "defense 'dcnn' cannot be built on model 'smallcnn'" in err
     assert "trained" not in err, "nothing trained first"
     assert not (workdir / "cache").exists() or not any((workdir / "cache").rglob("*.pt"))
+
+
+def test_one_model_file_has_one_name_however_its_path_is_spelt(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.jit.script(_factory_module(0)).save(str(workdir / "net.pt"))
+    code, first, err = _run(capsys, "--model", "net.pt", "--experiment", "paths")
+    assert code == 0, err
+    code, again, err = _run(capsys, "--model", "./sub/../net.pt", "--experiment", "paths")
+    assert code == 0 and "already FINISHED" in err
+    assert again["cells"][0]["run_id"] == first["cells"][0]["run_id"]

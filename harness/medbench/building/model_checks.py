@@ -45,10 +45,13 @@ def build_module(
 
 def check_model_fits(
     name: str, model: Model, bundle: DatasetBundle, weights: str | None, checkpoint: str | None
-) -> None:
+) -> nn.Module | None:
     """Run a user's model (or one with a checkpoint) on two test samples and check its outputs.
 
     Plugin models without a checkpoint are built for the data by their plugin and skip this.
+
+    Returns:
+        The module that was checked (None when skipped), e.g. to identify a factory by what it builds.
 
     Raises:
         UsageError: When the model fails on the data (channels, size), or returns outputs of
@@ -56,10 +59,11 @@ def check_model_fits(
     """
     check_normalization(name, model, bundle)
     if not isinstance(model, UserModel) and checkpoint is None:
-        return
+        return None
     module = build_module(model, bundle, weights, checkpoint).eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
     samples = [bundle.test[i] for i in range(min(PROBE_SAMPLES, len(bundle.test)))]  # type: ignore[arg-type]
-    x = torch.stack([torch.as_tensor(image) for image, _ in samples]).float()
+    x = torch.stack([torch.as_tensor(image) for image, _ in samples]).float().to(device)
     defended = DefendedModel(module, model.normalization(bundle.in_channels))
     try:
         with torch.no_grad():
@@ -68,7 +72,8 @@ def check_model_fits(
         raise UsageError(
             f"model {name!r} fails on the data's input of shape {tuple(x.shape[1:])}: {first_line(error)}"
         ) from error
-    _check_outputs(name, outputs, x, bundle)
+    _check_outputs(name, outputs, x, bundle, one_logit=not isinstance(model, UserModel))
+    return module
 
 
 def check_normalization(
@@ -91,7 +96,9 @@ def check_normalization(
         ) from None
 
 
-def _check_outputs(name: str, outputs: object, x: torch.Tensor, bundle: DatasetBundle) -> None:
+def _check_outputs(
+    name: str, outputs: object, x: torch.Tensor, bundle: DatasetBundle, one_logit: bool
+) -> None:
     if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
         kind = outputs.dtype if isinstance(outputs, torch.Tensor) else type(outputs).__name__
         raise UsageError(f"model {name!r} must return a float tensor of logits, returned {kind}")
@@ -99,15 +106,21 @@ def _check_outputs(name: str, outputs: object, x: torch.Tensor, bundle: DatasetB
     if bundle.task == "classification":
         expected: tuple[int, ...] = (len(x), classes)
         fits = tuple(outputs.shape) == expected or (
-            classes == 2 and not bundle.multilabel and tuple(outputs.shape) == (len(x), 1)
+            one_logit and classes == 2 and not bundle.multilabel and tuple(outputs.shape) == (len(x), 1)
         )
+        if tuple(outputs.shape) == (len(x), 1) and not fits:
+            raise UsageError(
+                f"model {name!r} returns one logit per sample; return one per class (2 for a binary "
+                "task), as the attacks' cross-entropy needs"
+            )
     else:
         expected = (len(x), classes, *x.shape[2:])
         fits = tuple(outputs.shape) == expected
     if not fits:
         raise UsageError(
             f"model {name!r} returned outputs of shape {tuple(outputs.shape)} on {len(x)} samples; "
-            f"expected {expected} ({classes} classes: {', '.join(bundle.class_names[:6])})"
+            f"expected {expected} for the data's {classes} classes ({', '.join(bundle.class_names[:6])}: "
+            "as many as the labels need, or as class_names= gives)"
         )
 
 

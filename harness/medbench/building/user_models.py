@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import nn
 
 from medbench.api import ALL_TASKS, Model, Normalization, Task
 from medbench.building.cache import file_sha256
+from medbench.building.model_identity import function_identity, module_identity
 from medbench.errors import UsageError, first_line
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
@@ -35,6 +37,16 @@ NORMALIZATION_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = 
 """Named input normalisations (``--normalization``): ``none`` leaves [0, 1] input as it is."""
 
 Factory = Callable[..., nn.Module]
+
+
+def canonical_name(name: str) -> str:
+    """``./nets/../nets.py:build`` → ``nets.py:build``: one spelling of a file-based model's name."""
+    if not is_user_model(name):
+        return name
+    location, colon, attribute = name.rpartition(":") if ":" in name else (name, "", "")
+    if location.endswith(".py") or not colon:
+        location = os.path.normpath(location)
+    return f"{location}{colon}{attribute}"
 
 
 def is_user_model(name: str) -> bool:
@@ -76,17 +88,6 @@ def file_identity(path: str | Path | None) -> dict[str, str] | None:
     if not candidate.is_file():
         return None
     return {"sha256": file_sha256(candidate)}
-
-
-def module_identity(module: nn.Module) -> dict[str, str]:
-    """The class and a hash of the state dict (names, dtypes, shapes and values) of a module."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    kind = type(module)
-    return {"class": f"{kind.__module__}.{kind.__qualname__}", "state_sha256": digest.hexdigest()}
 
 
 class UserModel(Model):
@@ -145,7 +146,10 @@ def _identity_of(factory: Factory | None, module: nn.Module | None) -> dict[str,
     if module is not None:
         return module_identity(module)
     assert factory is not None
-    identity: dict[str, Any] = {"factory": f"{factory.__module__}.{getattr(factory, '__qualname__', '')}"}
+    identity: dict[str, Any] = {
+        "factory": f"{factory.__module__}.{getattr(factory, '__qualname__', '')}",
+        "function_sha256": function_identity(factory),
+    }
     try:
         source = inspect.getsourcefile(factory)
     except TypeError:
@@ -191,20 +195,41 @@ def load_state_file(module: nn.Module, path: Path, *, owner: str, option: str) -
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UsageError(f"{option} {path}: not a readable state dict ({first_line(error)})") from error
+        hint = "; a TorchScript file is a model: give it as --model" if _is_torchscript(path) else ""
+        raise UsageError(
+            f"{option} {path}: not a state dict saved with torch.save(model.state_dict(), path){hint}"
+        ) from error
     if isinstance(loaded, dict):
-        for key in ("state_dict", "model"):
+        for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(loaded.get(key), dict):
                 loaded = loaded[key]
+                break
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise UsageError(f"{option} {path}: expected a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in loaded.items()}
-    result = module.load_state_dict(state, strict=False)
-    problems = [f"missing {', '.join(result.missing_keys[:3])}"] if result.missing_keys else []
-    if result.unexpected_keys:
-        problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
+    own = module.state_dict()
+    problems = [
+        f"{key} is {tuple(value.shape)} in the file, {tuple(own[key].shape)} in the model"
+        for key, value in state.items()
+        if key in own and own[key].shape != value.shape
+    ][:2]
+    problems += (
+        [f"missing {', '.join(k for k in own if k not in state)[:120]}"] if set(own) - set(state) else []
+    )
+    problems += (
+        [f"unexpected {', '.join(k for k in state if k not in own)[:120]}"] if set(state) - set(own) else []
+    )
     if problems:
         raise UsageError(f"{option} {path} does not fit {owner}: {'; '.join(problems)}")
+    module.load_state_dict(state)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        torch.jit.load(str(path), map_location="cpu")
+    except Exception:
+        return False
+    return True
 
 
 def resolve_user_model(name: str, normalization: str | None, task: Task, dims: int) -> UserModel:

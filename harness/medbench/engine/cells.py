@@ -202,5 +202,12 @@ def _surrogate_identity(plan: MatrixPlan) -> dict[str, Any]:
 
 
 def cell_seed(plan: MatrixPlan, cell: Cell) -> int:
-    """A per-cell seed derived from the run's seed and the cell's identity."""
-    return int(stable_hash({"seed": plan.spec.seed, "cell": cell.label}, length=8), 16)
+    """A per-cell seed derived from the run's seed, the defense, the attack and the budget.
+
+    Not from the model's name: every model of a matrix meets the same random starts and noise
+    (common random numbers, which sharpen paired comparisons between rows), and a model gives
+    the same numbers whatever it is called (``medbench.evaluate`` names a module by its class,
+    the CLI by its factory's path).
+    """
+    identity = f"{cell.defense}/{cell.attack}@{cell.budget_text}"
+    return int(stable_hash({"seed": plan.spec.seed, "cell": identity}, length=8), 16)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from medbench.api import Attack, Dataset, DatasetBundle, Defense, Model
 from medbench.building.defending import (
@@ -25,7 +26,9 @@ from medbench.building.defending import (
     variant_label,
 )
 from medbench.building.model_checks import check_buildable, check_model_fits, check_normalization
+from medbench.building.model_identity import code_identity
 from medbench.building.user_models import (
+    canonical_name,
     file_identity,
     is_user_model,
     parse_normalization,
@@ -87,11 +90,7 @@ def plan_matrix(
 
     bundle = load_dataset(dataset, spec.data_dir, spec.seed)
     n_eval = _n_eval(spec, dataset, bundle)
-    for name, model in resolved_models.items():
-        check_normalization(name, model, bundle, parse_normalization(spec.normalization))
-        check_model_fits(name, model, bundle, spec.weights, spec.checkpoint)
-        for label, chain in defenses.items():
-            check_buildable(name, model, label, chain, bundle, spec.weights)
+    built = _check_models(spec, resolved_models, defenses, bundle)
     plan = MatrixPlan(
         spec=spec,
         dataset=dataset,
@@ -107,7 +106,7 @@ def plan_matrix(
         experiment=experiment or spec.name,
         plugin_versions=_plugin_versions(host, dataset, resolved_models, defenses, attacks, surrogate),
         surrogate=surrogate,
-        model_identities=_model_identities(spec, resolved_models),
+        model_identities=_model_identities(spec, resolved_models, built),
     )
     plan.cells = make_cells(plan)
     return plan
@@ -116,6 +115,7 @@ def plan_matrix(
 def _with_settings(spec: RunSpec, assignments: Iterable[Assignment]) -> RunSpec:
     """A copy of ``spec`` with the ``--set`` assignments in its settings (the caller's spec stays as is)."""
     spec = copy.deepcopy(spec)
+    spec.models = [canonical_name(name) for name in spec.models]
     for kind, name, key, value in assignments:
         spec.settings.setdefault(kind, {}).setdefault(name, {})[key] = value
     return spec
@@ -370,11 +370,35 @@ def _plugin_versions(
     return {info.name: info.version for info in host.infos if info.name in owners}
 
 
-def _model_identities(spec: RunSpec, models: dict[str, Model]) -> dict[str, Any]:
-    """Per model, the contents that define it beyond its name and settings (cell-key part)."""
+def _check_models(
+    spec: RunSpec, models: dict[str, Model], defenses: dict[str, list[Defense]], bundle: DatasetBundle
+) -> dict[str, nn.Module]:
+    """Every model fits the data and every defense its model; returns the user models built."""
+    built: dict[str, nn.Module] = {}
+    for name, model in models.items():
+        check_normalization(name, model, bundle, parse_normalization(spec.normalization))
+        module = check_model_fits(name, model, bundle, spec.weights, spec.checkpoint)
+        if module is not None:
+            built[name] = module
+        trains = spec.training.epochs > 0 and not (spec.checkpoint or getattr(model, "trained", False))
+        if trains and len(bundle.train) == 0:  # type: ignore[arg-type]
+            raise UsageError(
+                f"model {name!r} is trained before it is attacked, but the data has no training split: "
+                "give a trained model (a module object, or --checkpoint) or training data (train_data=)"
+            )
+        for label, chain in defenses.items():
+            check_buildable(name, model, label, chain, bundle, spec.weights)
+    return built
+
+
+def _model_identities(spec: RunSpec, models: dict[str, Model], built: dict[str, nn.Module]) -> dict[str, Any]:
+    """Per model, the contents that define it beyond its name and settings (cell-key part): for a
+    factory, also the code of what it builds (an imported architecture file may change)."""
     identities: dict[str, Any] = {}
     for name, model in models.items():
         identity: dict[str, Any] = dict(getattr(model, "identity", {}) or {})
+        if name in built and not getattr(model, "trained", False):
+            identity["built_code_sha256"] = code_identity(built[name])
         weights = file_identity(spec.weights)
         if weights:
             identity["weights"] = weights
