@@ -37,7 +37,7 @@ from medbench.recording.tracking import Tracker
 
 TINY = [
     "--dataset", "phantom2d", "--model", "smallcnn", "--attack", "fgsm,gn", "--eps", "8/255",
-    "--n-eval", "16", "--epochs", "1",
+    "--n-eval", "16", "--epochs", "1", "--experiment", "smoke",
     "--set", "dataset.phantom2d.n_samples=200", "--set", "dataset.phantom2d.image_size=16",
 ]  # fmt: skip
 

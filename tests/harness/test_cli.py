@@ -103,7 +103,7 @@ def test_tiny_matrix_json_matches_the_mlflow_store(
             assert key in run.data.params
         assert len(run.data.tags["medbench.cell_key"]) == 32
         assert "art==" in run.data.tags["medbench.plugins"]
-        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["examples.png"]
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["examples.png", "per_sample.npz"]
         metrics = cell["metrics"]
         assert metrics["robust_accuracy"] <= metrics["clean_accuracy"] + 1e-9 or cell["attack"] == "gn"
         assert metrics["linf_max"] <= cell["budget"] + 1e-6 or cell["attack"] == "gn"

@@ -97,8 +97,8 @@ def test_json_entries_follow_the_schema_and_the_mlflow_metrics(
         jsonschema.validate(entry, schema)
     assert [e["defense"] for e in entries] and {e["defense"] for e in entries} == {"none", "at-fgsm"}
     assert [e["rank"] for e in entries] == [1, 2]
-    worst = [e["worst_case"]["value"] for e in entries]
-    assert worst == sorted(worst, reverse=True), "ranked by worst-case robust accuracy"
+    order = [(e["at_chance"], -e["worst_case"]["value"]) for e in entries]
+    assert order == sorted(order), "ranked by worst-case robust accuracy, rows at chance last"
 
     client = MlflowClient(tracking_uri=store)
     for entry in entries:
@@ -231,8 +231,8 @@ def test_ranking_by_another_metric(store: str, capsys: pytest.CaptureFixture[str
     assert code == 0, err
     entries = json.loads(out)
     assert {entry["metric"] for entry in entries} == {"auc"}
-    worst = [entry["worst_case"]["value"] for entry in entries]
-    assert worst == sorted(worst, reverse=True) and [e["rank"] for e in entries] == [1, 2]
+    order = [(e["at_chance"], -e["worst_case"]["value"]) for e in entries]
+    assert order == sorted(order) and [e["rank"] for e in entries] == [1, 2]
     client = MlflowClient(tracking_uri=store)
     for entry in entries:
         headline = {r["attack"]: r for r in entry["results"] if r["budget"] == pytest.approx(8 / 255)}

@@ -384,7 +384,7 @@ def test_robust_accuracy_counts_only_samples_right_both_clean_and_attacked() -> 
 def test_majority_rate_and_balanced_accuracy_match_scikit_learn() -> None:
     from sklearn.metrics import balanced_accuracy_score
 
-    from medbench.measuring.metrics import balanced_accuracy, majority_rate
+    from medbench.measuring.chance import balanced_accuracy, majority_rate
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.tensor([0] * 30 + [1] * 7 + [2] * 3)

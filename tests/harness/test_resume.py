@@ -18,7 +18,7 @@ from medbench.cli import main
 
 TINY = [
     "--dataset", "phantom2d", "--model", "smallcnn", "--defense", "none", "--attack", "fgsm,gn",
-    "--eps", "2/255,8/255", "--n-eval", "16", "--epochs", "1",
+    "--eps", "2/255,8/255", "--n-eval", "16", "--epochs", "1", "--experiment", "smoke",
     "--set", "dataset.phantom2d.n_samples=200", "--set", "dataset.phantom2d.image_size=16",
 ]  # fmt: skip
 

@@ -26,7 +26,7 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 def test_eps_in_hounsfield_units_on_phantom3d(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["run", *PHANTOM3D, "--attack", "fgsm,gn", "--eps", "5HU,10HU"]
+    args = ["run", *PHANTOM3D, "--attack", "fgsm,gn", "--eps", "5HU,10HU", "--experiment", "smoke"]
     code, out, err = _run([*args, "--tracking-uri", uri, "--json"], capsys)
     assert code == 0, err
     assert "eps=5HU (3/255),10HU (6/255)" in " ".join(err.split())

@@ -41,7 +41,16 @@ def _cell_runs(
     """Run a tiny matrix through the CLI and return its cell runs from MLflow."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tiny = ["--dataset", "phantom2d", "--set", "dataset.phantom2d.n_samples=240"]
-    tiny += ["--set", "dataset.phantom2d.image_size=32", "--epochs", "1", "--n-eval", "16"]
+    tiny += [
+        "--set",
+        "dataset.phantom2d.image_size=32",
+        "--epochs",
+        "1",
+        "--n-eval",
+        "16",
+        "--experiment",
+        "smoke",
+    ]
     with pytest.raises(SystemExit) as exit_info:
         main(["run", *tiny, "--defense", defense, "--attack", attack, "--eps", eps, "--tracking-uri", uri])
     assert exit_info.value.code in (0, None), capsys.readouterr().err

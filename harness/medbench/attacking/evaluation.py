@@ -25,14 +25,8 @@ from typing import Any
 import torch
 
 from medbench.api import Attack, AttackResult, DatasetBundle, DefendedModel
-from medbench.measuring.metrics import (
-    balanced_accuracy,
-    classification_metrics,
-    majority_rate,
-    multilabel_metrics,
-    perturbation_norms,
-    ssim,
-)
+from medbench.measuring.chance import balanced_accuracy, majority_rate
+from medbench.measuring.metrics import classification_metrics, multilabel_metrics, perturbation_norms, ssim
 from medbench.measuring.per_sample import (
     Samples,
     classification_samples,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from itertools import pairwise
 from typing import Literal
 
@@ -119,6 +120,12 @@ class LeaderboardEntry(BaseModel):
     run_ids: RunIds
     sanity: list[SanityFlag]
     needs_adaptive_evaluation: bool = Field(description="a flag says the evaluation may be too weak")
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="what can change a number besides the settings: python, torch, torchvision, art, "
+        "monai, numpy, mlflow, scipy, medbench versions, the source commit and the platform",
+    )
+    date: str | None = Field(None, description="UTC date of the newest cell of the row (YYYY-MM-DD)")
     intervals: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="95% intervals, by clean_<metric>, by attack (its robust metric at the headline) "
@@ -202,6 +209,8 @@ def _row_entry(
         robust_at_headline=at_headline,
         worst_case=worst_case,
         intervals={name: (i.low, i.high) for name, i in statistics.intervals.items()},
+        environment=max(row, key=lambda c: c.start_time).environment,
+        date=_date(max(c.start_time for c in row)),
         curve_areas=areas,
         curve_area=min(defined_areas) if defined_areas else None,
         results=[_attack_result(c, metric) for c in sorted(row, key=lambda c: (panel_name(c), c.budget))],
@@ -253,6 +262,13 @@ def _attack_summaries(
         points += [(c.budget, c.metric(f"robust_{metric}")) for c in cells]
         areas[attack] = _number(curve_area(points))
     return headline, at_headline, areas
+
+
+def _date(milliseconds: int) -> str | None:
+    """``YYYY-MM-DD`` (UTC) of an MLflow start time; None when unknown."""
+    if milliseconds <= 0:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def _worst_case(

@@ -13,6 +13,7 @@ from typing import Any
 
 from medbench.errors import UsageError
 from medbench.recording import layout
+from medbench.recording.environment import environment_of
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class CellRecord:
     """``medbench`` and every plugin involved, with their versions."""
     accelerator: str = ""
     error: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    """Library versions, commit and platform of the run (``medbench.env.*`` tags; empty for older runs)."""
 
     @property
     def row(self) -> str:
@@ -121,6 +124,7 @@ def _cell(run: Any) -> CellRecord:
         versions=_versions(tags),
         accelerator=tags.get(layout.TAG_ACCELERATOR, ""),
         error=tags.get(layout.TAG_ERROR),
+        environment=environment_of(tags),
     )
 
 

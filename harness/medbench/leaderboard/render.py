@@ -287,6 +287,11 @@ def html_page(
             f"ranked by worst-case robust {esc(first.metric)} at each attack's largest budget; "
             f"{esc(versions)}"
         )
+        if first.environment or first.date:
+            libraries = ", ".join(f"{k} {v}" for k, v in first.environment.items() if k != "commit")
+            commit = first.environment.get("commit", "unknown")
+            meta += f"<br>run {esc(first.date or 'on an unknown date')}, commit <code>{esc(commit)}</code>"
+            meta += f"; {esc(libraries)}" if libraries else ""
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",

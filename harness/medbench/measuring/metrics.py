@@ -325,23 +325,6 @@ def auc_from_logits(logits: Tensor, labels: Tensor, multilabel: bool = False) ->
     return mean_defined([roc_auc(log_probs[:, k], labels == k) for k in present])
 
 
-def majority_rate(labels: Tensor) -> float:
-    """The share of the most frequent class among ``labels`` (class indices): the accuracy of a
-    constant prediction of that class, the chance level a classifier has to beat."""
-    if labels.numel() == 0:
-        return _NAN
-    return float(torch.bincount(labels.long().flatten()).max().item() / labels.numel())
-
-
-def balanced_accuracy(logits: Tensor, labels: Tensor) -> float:
-    """The mean over the classes present in ``labels`` of the share of their samples classified
-    correctly (scikit-learn's ``balanced_accuracy_score``); single-label classification."""
-    correct = correct_predictions(logits, labels).cpu()
-    labels = labels.long().cpu()
-    recalls = [float(correct[labels == k].float().mean()) for k in torch.unique(labels).tolist()]
-    return sum(recalls) / len(recalls) if recalls else _NAN
-
-
 # --------------------------------------------------------------------------- perturbation size
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from medbench import __version__
 from medbench.config.budgets import format_budget
+from medbench.recording.environment import environment_tags
 
 if TYPE_CHECKING:  # the names above stay importable without torch or the engine
     import torch
@@ -153,6 +154,7 @@ def common_tags(plan: MatrixPlan) -> dict[str, str]:
         TAG_ACCELERATOR: accelerator_name(plan.device),
         TAG_HOST: socket.gethostname(),
         TAG_PID: str(os.getpid()),
+        **environment_tags(),
     }
 
 

@@ -1,0 +1,107 @@
+"""What keeping per-sample outcomes costs a cell: ``per_sample.npz`` against the cell's own time.
+
+On one defended model (``smallcnn`` on ``phantom2d``, untrained: the cost does not depend on
+the weights) and the evaluation batches of a matrix, the script times, as a cell does:
+
+* **cell**: ``attacking.cell.attack_cell`` (crafting every batch, checking it, predicting, the
+  aggregate metrics and the per-sample outcomes), for PGD-10 and FGSM;
+* **per-sample**: the part of it that the per-sample outcomes add: ``TaskEvaluator.per_sample``
+  and ``with_ids``, plus writing ``per_sample.npz`` (what the runner logs).
+
+Reported: the median of ``--repeats`` runs of each, and per-sample as a share of the cell.
+
+    python benchmarks/per_sample_overhead.py --tiny                   # CI: seconds
+    OMP_NUM_THREADS=2 python benchmarks/per_sample_overhead.py --n-eval 450 --json overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import torch
+
+from medbench.api import DefendedModel
+from medbench.attacking.cell import attack_cell
+from medbench.attacking.evaluation import ClassificationEvaluator, eval_batches
+from medbench.engine.cells import Cell
+from medbench.measuring import per_sample
+from medbench.plugins.host import load_plugins
+from medbench.wrapping.estimators import frozen_parameters
+
+
+def _time(function: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return median(times)
+
+
+def measure(n_eval: int, image_size: int, repeats: int) -> dict[str, Any]:
+    """Median seconds of a cell and of its per-sample part, for PGD-10 and FGSM."""
+    host = load_plugins()
+    dataset = host.registries.datasets.get("phantom2d").configured({"image_size": image_size})
+    bundle = dataset.load(None, 0)
+    model = host.registries.models.get("smallcnn")
+    torch.manual_seed(0)
+    module = model.build(bundle.task, bundle.in_channels, bundle.num_classes)
+    defended = DefendedModel(module.eval(), model.normalization(bundle.in_channels))
+    device = torch.device("cpu")
+    evaluator = ClassificationEvaluator(bundle, device, None, 128)
+    batches = eval_batches(bundle, n_eval, 128, device)
+    estimator = evaluator.estimator(defended)
+    report: dict[str, Any] = {"n_eval": n_eval, "image_size": image_size, "threads": torch.get_num_threads()}
+    with frozen_parameters(defended), tempfile.TemporaryDirectory() as directory:
+        clean = evaluator.clean_outputs(estimator, batches)
+        for name in ("pgd", "fgsm"):
+            attack = host.registries.attacks.get(name)
+            cell = Cell(0, "smallcnn", "none", name, "eps", 8 / 255, "linf")
+
+            def run_cell(attack: Any = attack, cell: Cell = cell) -> Any:
+                return attack_cell(cell, attack, evaluator, estimator, estimator, batches, clean, 0)
+
+            run = run_cell()
+
+            def keep_samples(run: Any = run) -> None:
+                samples = per_sample.with_ids(
+                    evaluator.per_sample(batches, run.adversarial, clean, run.attacked), bundle.fingerprint
+                )
+                per_sample.save(samples, Path(directory) / per_sample.ARTIFACT)
+
+            cell_seconds = _time(run_cell, repeats)
+            extra = _time(keep_samples, repeats)
+            report[name] = {
+                "cell_seconds": cell_seconds,
+                "per_sample_seconds": extra,
+                "share_of_cell": extra / cell_seconds,
+                "npz_bytes": (Path(directory) / per_sample.ARTIFACT).stat().st_size,
+            }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-eval", type=int, default=450)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="a few samples and one repeat (CI)")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    if args.tiny:
+        args.n_eval, args.image_size, args.repeats = 16, 16, 1
+    report = measure(args.n_eval, args.image_size, args.repeats)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
