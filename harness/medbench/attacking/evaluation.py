@@ -228,13 +228,17 @@ class ClassificationEvaluator(TaskEvaluator):
             torch.cat(clean.outputs),
             torch.cat(attacked),
         )
+        x, x_adv = torch.cat([x for x, _ in batches]), torch.cat(adversarial)
+        per_sample_ssim = ssim(x, x_adv)
+        self._last_ssim = (id(adversarial), per_sample_ssim)  # for per_sample: SSIM is the slow part
         metrics = classification_metrics(
             labels,
             clean_logits,
             adv_logits,
-            torch.cat([x for x, _ in batches]),
-            torch.cat(adversarial),
-            multilabel=self.bundle.multilabel,
+            x,
+            x_adv,
+            self.bundle.multilabel,
+            per_sample_ssim=per_sample_ssim,
         )
         if self.bundle.multilabel:
             metrics.update(multilabel_metrics(labels, clean_logits, adv_logits, self.bundle.class_names))
@@ -250,14 +254,23 @@ class ClassificationEvaluator(TaskEvaluator):
         clean: CleanOutputs,
         attacked: list[torch.Tensor],
     ) -> Samples:
-        return concatenate(
+        samples = concatenate(
             [
-                classification_samples(y, logits, adv_logits, x, x_adv, self.bundle.multilabel)
+                classification_samples(
+                    y, logits, adv_logits, x, x_adv, self.bundle.multilabel, with_ssim=False
+                )
                 for (x, y), x_adv, logits, adv_logits in zip(
                     batches, adversarial, clean.outputs, attacked, strict=True
                 )
             ]
         )
+        last = getattr(self, "_last_ssim", None)
+        if last is not None and last[0] == id(adversarial):  # the SSIM :meth:`metrics` computed
+            samples["ssim"] = last[1].detach().cpu().numpy().astype("float32")
+        else:
+            pairs = zip(batches, adversarial, strict=True)
+            samples["ssim"] = torch.cat([ssim(x, x_adv).cpu() for (x, _), x_adv in pairs]).numpy()
+        return samples
 
     def examples(
         self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path

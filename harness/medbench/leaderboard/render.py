@@ -248,6 +248,25 @@ document.querySelectorAll("table.board th").forEach((th, column) => th.addEventL
 """
 
 
+def _meta(first: LeaderboardEntry) -> str:
+    """The page's line under the title: data, samples, seed, device, versions, date and commit."""
+    esc = html.escape
+    versions = ", ".join(f"{k} {v}" for k, v in first.versions.items())
+    fingerprint = esc(first.dataset_fingerprint)
+    meta = (
+        f"dataset <code>{esc(first.dataset)}</code> (fingerprint <code>{fingerprint}</code>), "
+        f"{first.n_eval} test samples, seed {first.seed}, on {esc(first.accelerator or 'unknown')}; "
+        f"ranked by worst-case robust {esc(first.metric)} at each attack's largest budget; "
+        f"{esc(versions)}"
+    )
+    if first.environment or first.date:
+        libraries = ", ".join(f"{k} {v}" for k, v in first.environment.items() if k != "commit")
+        commit = first.environment.get("commit", "unknown")
+        meta += f"<br>run {esc(first.date or 'on an unknown date')}, commit <code>{esc(commit)}</code>"
+        meta += f"; {esc(libraries)}" if libraries else ""
+    return meta
+
+
 def html_page(
     entries: Sequence[LeaderboardEntry],
     title: str,
@@ -276,22 +295,7 @@ def html_page(
             css = "flag" if name == "flags" else ("text" if name in text_columns else "")
             cells.append(f'<td class="{css}"{data}>{esc(_text(value))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    first = entries[0] if entries else None
-    meta = ""
-    if first is not None:
-        versions = ", ".join(f"{k} {v}" for k, v in first.versions.items())
-        fingerprint = esc(first.dataset_fingerprint)
-        meta = (
-            f"dataset <code>{esc(first.dataset)}</code> (fingerprint <code>{fingerprint}</code>), "
-            f"{first.n_eval} test samples, seed {first.seed}, on {esc(first.accelerator or 'unknown')}; "
-            f"ranked by worst-case robust {esc(first.metric)} at each attack's largest budget; "
-            f"{esc(versions)}"
-        )
-        if first.environment or first.date:
-            libraries = ", ".join(f"{k} {v}" for k, v in first.environment.items() if k != "commit")
-            commit = first.environment.get("commit", "unknown")
-            meta += f"<br>run {esc(first.date or 'on an unknown date')}, commit <code>{esc(commit)}</code>"
-            meta += f"; {esc(libraries)}" if libraries else ""
+    meta = _meta(entries[0]) if entries else ""
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",

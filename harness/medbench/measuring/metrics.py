@@ -455,6 +455,7 @@ def classification_metrics(
     x_adv: Tensor,
     multilabel: bool = False,
     data_range: float = 1.0,
+    per_sample_ssim: Tensor | None = None,
 ) -> dict[str, float]:
     """Return the standard metrics of one classification cell.
 
@@ -466,6 +467,7 @@ def classification_metrics(
         x_adv: Adversarial inputs, same shape.
         multilabel: Multi-label task (see :func:`accuracy` and :func:`auc_from_logits`).
         data_range: Intensity range for SSIM (1.0 for inputs in [0, 1]).
+        per_sample_ssim: Each sample's SSIM when the caller computed it already (the slow part).
 
     Returns:
         The eight metrics of :data:`CLASSIFICATION_METRICS` except ``seconds``, in that order,
@@ -476,7 +478,8 @@ def classification_metrics(
             smaller than the 7-wide SSIM window.
     """
     linf_max, l2_mean = perturbation_norms(x_clean, x_adv)
-    per_sample_ssim = ssim(x_clean, x_adv, data_range=data_range)
+    if per_sample_ssim is None:
+        per_sample_ssim = ssim(x_clean, x_adv, data_range=data_range)
     ssim_mean = float(per_sample_ssim.mean().item()) if per_sample_ssim.numel() else _NAN
     return {
         "clean_accuracy": accuracy(clean_logits, labels, multilabel),

@@ -42,17 +42,23 @@ def _numpy(tensor: Tensor, dtype: type | np.dtype) -> np.ndarray:
     return tensor.detach().cpu().numpy().astype(dtype, copy=False)
 
 
-def perturbation(x: Tensor, x_adv: Tensor) -> Samples:
-    """Per-sample ``linf``, ``l2`` (over all values of a sample) and ``ssim`` of ``x_adv - x``."""
+def perturbation(x: Tensor, x_adv: Tensor, with_ssim: bool = True) -> Samples:
+    """Per-sample ``linf``, ``l2`` (over all values of a sample) and ``ssim`` of ``x_adv - x``
+    (``with_ssim=False``: without SSIM, for a caller that has it already)."""
     delta = (x_adv.double() - x.to(x_adv.device).double()).reshape(len(x), -1)
     if delta.shape[1] == 0:
         zeros = np.zeros(len(x), dtype=np.float32)
-        return {"linf": zeros, "l2": zeros, "ssim": np.ones(len(x), dtype=np.float32)}
-    return {
-        "linf": _numpy(delta.abs().amax(dim=1), np.float32),
-        "l2": _numpy(torch.linalg.vector_norm(delta, dim=1), np.float32),
-        "ssim": _numpy(ssim(x, x_adv), np.float32),
-    }
+        found = {"linf": zeros, "l2": zeros, "ssim": np.ones(len(x), dtype=np.float32)}
+    else:
+        found = {
+            "linf": _numpy(delta.abs().amax(dim=1), np.float32),
+            "l2": _numpy(torch.linalg.vector_norm(delta, dim=1), np.float32),
+        }
+        if with_ssim:
+            found["ssim"] = _numpy(ssim(x, x_adv), np.float32)
+    if not with_ssim:
+        found.pop("ssim", None)
+    return found
 
 
 def classification_samples(
@@ -62,6 +68,7 @@ def classification_samples(
     x: Tensor,
     x_adv: Tensor,
     multilabel: bool = False,
+    with_ssim: bool = True,
 ) -> Samples:
     """The per-sample outcomes of one classification cell (see the module's docstring)."""
     clean_ok = correct_predictions(clean_logits, labels, multilabel).cpu()
@@ -82,7 +89,7 @@ def classification_samples(
         "clean_logits": _numpy(clean_logits.float(), np.float32),
         "adv_logits": _numpy(adv_logits.float(), np.float32),
     }
-    samples.update(perturbation(x, x_adv))
+    samples.update(perturbation(x, x_adv, with_ssim))
     return samples
 
 
