@@ -205,7 +205,9 @@ class Results:
             return None
 
     def _ranked_cells(self) -> list[CellRecord]:
-        cells = self.finished
+        from medbench.leaderboard.configuration import one_configuration
+
+        cells = latest_cells(one_configuration(self.records)[0])
         if not cells:
             raise UsageError(f"no cell of experiment {self.experiment!r} finished: nothing to rank")
         return cells

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from medbench.cli.app import cli
-from medbench.leaderboard.render import FORMATS
+from medbench.leaderboard.render import FORMATS, excluded_lines
 
 
 @cli.command()
@@ -59,6 +59,15 @@ def leaderboard(
     stderr = Console(stderr=True)
     if board.unfinished:
         stderr.print(f"{board.unfinished} cell run(s) that did not finish are left out", markup=False)
+    if board.excluded:
+        shown = excluded_lines(board.excluded)
+        more = f"; {len(shown) - 5} more" if len(shown) > 5 else ""
+        stderr.print(
+            f"{len(shown)} cell(s) of other settings than the newest run's are left out: "
+            + "; ".join(shown[:5])
+            + more,
+            markup=False,
+        )
     if fmt == "table" and output is None:
         from medbench.leaderboard.render import rich_table
 

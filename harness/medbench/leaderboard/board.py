@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
+from medbench.leaderboard.configuration import Excluded, one_configuration
 from medbench.leaderboard.curves import plot_robustness_curves
 from medbench.leaderboard.entries import LeaderboardEntry, build_entries
 from medbench.leaderboard.records import CellRecord, MatrixRecord, latest_cells, load_records, load_samples
@@ -28,6 +29,8 @@ class Board:
     matrices: list[MatrixRecord]
     unfinished: int
     """Cells of the experiment that never finished (left out of the board)."""
+    excluded: list[Excluded] = field(default_factory=list)
+    """Finished cells of other settings than the board's (:mod:`medbench.leaderboard.configuration`)."""
 
     @property
     def title(self) -> str:
@@ -46,13 +49,14 @@ def load_board(
 
     ``metric`` ranks the rows (see :func:`~medbench.leaderboard.entries.build_entries`)."""
     cells, matrices = load_records(tracking_uri, experiment)
-    latest = latest_cells(cells)
+    kept, excluded = one_configuration(cells)
+    latest = latest_cells(kept)
     suites = [m.suite for m in matrices if m.suite]
     name = suite or (suites[-1] if suites else experiment)
     entries = build_entries(latest, matrices, name, experiment, metric, load_samples(tracking_uri, latest))
     finished_keys = {c.run_id for c in latest}
     unfinished = sum(1 for c in cells if c.status != "FINISHED" and c.run_id not in finished_keys)
-    return Board(name, experiment, tracking_uri, entries, latest, matrices, unfinished)
+    return Board(name, experiment, tracking_uri, entries, latest, matrices, unfinished, excluded)
 
 
 def _examples(board: Board, directory: Path) -> dict[str, list[tuple[str, Path]]]:
@@ -75,7 +79,7 @@ def _examples(board: Board, directory: Path) -> dict[str, list[tuple[str, Path]]
 def render_board(board: Board, fmt: str, width: int | None = None) -> str:
     """The board in one of :data:`~medbench.leaderboard.render.FORMATS`."""
     if fmt == "markdown":
-        return markdown(board.entries, board.title)
+        return markdown(board.entries, board.title, board.excluded)
     if fmt == "csv":
         return csv_text(board.entries)
     if fmt == "json":
@@ -84,7 +88,8 @@ def render_board(board: Board, fmt: str, width: int | None = None) -> str:
         with tempfile.TemporaryDirectory() as directory:
             curves = Path(directory) / layout.ARTIFACT_CURVES
             plot_robustness_curves(board.cells, board.robust_metric, curves, board.title)
-            return html_page(board.entries, board.title, curves, _examples(board, Path(directory)))
+            examples = _examples(board, Path(directory))
+            return html_page(board.entries, board.title, curves, examples, board.excluded)
     console = Console(width=width or 200, record=True, file=io.StringIO())
     console.print(rich_table(board.entries, board.title))
     return console.export_text()

@@ -45,6 +45,8 @@ class CellRecord:
     """``medbench`` and every plugin involved, with their versions."""
     accelerator: str = ""
     error: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    """Every MLflow param of the cell: the settings behind it (:mod:`medbench.leaderboard.configuration`)."""
     environment: dict[str, str] = field(default_factory=dict)
     """Library versions, commit and platform of the run (``medbench.env.*`` tags; empty for older runs)."""
 
@@ -125,6 +127,7 @@ def _cell(run: Any) -> CellRecord:
         accelerator=tags.get(layout.TAG_ACCELERATOR, ""),
         error=tags.get(layout.TAG_ERROR),
         environment=environment_of(tags),
+        params=dict(params),
     )
 
 
@@ -175,7 +178,8 @@ def latest_cells(cells: list[CellRecord]) -> list[CellRecord]:
 
     A suite run twice (or resumed) leaves several runs of the same cell; the board shows the
     newest one that finished. Cells that never finished are left out (and reported by the
-    caller); a cell from another dataset fingerprint than the newest cell is left out too.
+    caller); a cell from another dataset fingerprint than the newest cell is left out too
+    (boards first keep one configuration: :func:`medbench.leaderboard.configuration.one_configuration`).
     """
     if not cells:
         return []

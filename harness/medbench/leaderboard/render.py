@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medbench.config.budgets import format_budget
+from medbench.leaderboard.configuration import Excluded
 from medbench.leaderboard.entries import LeaderboardEntry
 from medbench.measuring.sanity import AT_CHANCE, NEEDS_ADAPTIVE, mark_of
 
@@ -165,8 +166,13 @@ def rich_table(entries: Sequence[LeaderboardEntry], title: str) -> Table:
     return table
 
 
-def markdown(entries: Sequence[LeaderboardEntry], title: str) -> str:
-    """The board as a GitHub-flavoured markdown table, with the flags listed below it."""
+def excluded_lines(excluded: Sequence[Excluded]) -> list[str]:
+    """``label: reason`` of every cell left off the board for its settings."""
+    return [f"{e.label}: {e.reason}" for e in excluded]
+
+
+def markdown(entries: Sequence[LeaderboardEntry], title: str, excluded: Sequence[Excluded] = ()) -> str:
+    """The board as a GitHub-flavoured markdown table, with the flags and excluded cells below it."""
     header, rows = board_rows(entries)
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
     lines.append(
@@ -181,6 +187,9 @@ def markdown(entries: Sequence[LeaderboardEntry], title: str) -> str:
         lines += [
             f"- **{e.model}/{e.defense}** `{f.check}`: {f.message} ({'; '.join(f.cells)})" for e, f in flags
         ]
+    if excluded:
+        lines += ["", f"Left out ({len(excluded)} cells of other settings than this board's):", ""]
+        lines += [f"- {line}" for line in excluded_lines(excluded)]
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +281,7 @@ def html_page(
     title: str,
     curves_png: Path | None = None,
     examples: dict[str, list[tuple[str, Path]]] | None = None,
+    excluded: Sequence[Excluded] = (),
 ) -> str:
     """One self-contained HTML page: the sortable board, the flags, the curves and the example grids.
 
@@ -315,6 +325,12 @@ def html_page(
             f"<small>({esc('; '.join(f.cells))})</small></li>"
             for e, f in flagged
         ]
+        parts.append("</ul>")
+    if excluded:
+        parts.append(
+            f"<h2>Left out</h2><p>{len(excluded)} cells of other settings than this board's:</p><ul>"
+        )
+        parts += [f"<li>{esc(line)}</li>" for line in excluded_lines(excluded)]
         parts.append("</ul>")
     if curves_png is not None and curves_png.is_file():
         parts.append(
