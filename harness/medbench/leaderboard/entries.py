@@ -36,7 +36,8 @@ from medbench.config.spec import RANKING_METRICS
 from medbench.errors import UsageError, unknown_name_message
 from medbench.leaderboard.curves import panel_name
 from medbench.leaderboard.records import CellRecord, MatrixRecord
-from medbench.leaderboard.row_statistics import SampleSource, row_statistics
+from medbench.leaderboard.row_statistics import SampleSource, WorstSamples, row_statistics
+from medbench.leaderboard.significance import compare_all, rank_groups
 from medbench.measuring.metrics import mean_defined
 from medbench.measuring.sanity import Flag, check_row, is_at_chance, needs_adaptive_evaluation, primary_metric
 
@@ -83,6 +84,15 @@ class SanityFlag(BaseModel):
     cells: list[str]
 
 
+class BaselineComparison(BaseModel):
+    """A row against its model's baseline row (defense ``none``), on their per-sample worst case."""
+
+    baseline: str = Field(description="model/none")
+    difference: Number = Field(description="this row's worst case minus the baseline's")
+    p_value: Number = Field(description="the paired test's p-value, Holm-adjusted over every pair of rows")
+    significant: bool = Field(description="adjusted p-value below 0.05")
+
+
 class RunIds(BaseModel):
     """The MLflow runs behind the entry."""
 
@@ -126,6 +136,13 @@ class LeaderboardEntry(BaseModel):
         "monai, numpy, mlflow, scipy, medbench versions, the source commit and the platform",
     )
     date: str | None = Field(None, description="UTC date of the newest cell of the row (YYYY-MM-DD)")
+    rank_group: str = Field(
+        "",
+        description="the rank shared with rows not significantly different from this group's best "
+        "(2–4): paired tests on the per-sample worst case (exact McNemar for accuracy, paired "
+        "bootstrap for AUC and Dice), Holm-corrected over every pair of rows",
+    )
+    vs_baseline: BaselineComparison | None = None
     intervals: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="95% intervals, by clean_<metric>, by attack (its robust metric at the headline) "
@@ -172,7 +189,7 @@ def _row_entry(
     accelerator: str,
     suite_headline: dict[str, float],
     samples: SampleSource,
-) -> LeaderboardEntry:
+) -> tuple[LeaderboardEntry, WorstSamples | None]:
     first = row[0]
     by_attack: dict[str, list[CellRecord]] = defaultdict(list)
     for cell in row:
@@ -192,8 +209,9 @@ def _row_entry(
             update={"value": _number(statistics.worst_case), "per_sample": True}
         )
     defined_areas = [v for v in areas.values() if v is not None]
-    return LeaderboardEntry(
+    entry = LeaderboardEntry(
         rank=0,
+        rank_group="",
         suite=suite,
         experiment=experiment,
         dataset=first.dataset,
@@ -227,6 +245,7 @@ def _row_entry(
         needs_adaptive_evaluation=needs_adaptive_evaluation(flags),
         at_chance=is_at_chance(flags),
     )
+    return entry, statistics.worst_samples
 
 
 def _attack_summaries(
@@ -338,14 +357,14 @@ def build_entries(
         rows[cell.row].append(cell)
     accelerators = {m.run_id: m.accelerator for m in matrices}
     entries = []
+    worst: dict[str, WorstSamples | None] = {}
     for row in rows.values():
         accelerator = accelerators.get(row[0].parent_run_id, "")
         flags = check_row(row, metric)
-        entries.append(
-            _row_entry(
-                row, metric, suite, experiment, flags, accelerator, headline_budgets(cells), samples or {}
-            )
+        entry, worst[row[0].row] = _row_entry(
+            row, metric, suite, experiment, flags, accelerator, headline_budgets(cells), samples or {}
         )
+        entries.append(entry)
 
     def order(entry: LeaderboardEntry) -> tuple[bool, float, float]:
         worst = entry.worst_case.value
@@ -359,4 +378,28 @@ def build_entries(
     entries.sort(key=order)
     for rank, entry in enumerate(entries, start=1):
         entry.rank = rank
+    _significance(entries, [worst[f"{e.model}/{e.defense}"] for e in entries])
     return entries
+
+
+def _significance(entries: list[LeaderboardEntry], worst: list[WorstSamples | None]) -> None:
+    """Shared ranks and each row's comparison with its model's ``none`` row (in place)."""
+    comparisons = compare_all(worst)
+    barriers = [e.at_chance and (i == 0 or not entries[i - 1].at_chance) for i, e in enumerate(entries)]
+    for entry, rank in zip(entries, rank_groups(comparisons, len(entries), barriers), strict=True):
+        entry.rank_group = rank
+    position = {(e.model, e.defense): i for i, e in enumerate(entries)}
+    for i, entry in enumerate(entries):
+        j = position.get((entry.model, "none"))
+        if j is None or j == i:
+            continue
+        comparison = comparisons.get((min(i, j), max(i, j)))
+        if comparison is None:
+            continue
+        mine, theirs = entry.worst_case.value, entries[j].worst_case.value
+        entry.vs_baseline = BaselineComparison(
+            baseline=f"{entry.model}/none",
+            difference=None if mine is None or theirs is None else mine - theirs,
+            p_value=comparison.adjusted,
+            significant=comparison.significant,
+        )

@@ -113,7 +113,7 @@ def board_rows(entries: Sequence[LeaderboardEntry]) -> tuple[list[str], list[lis
     rows: list[list[Cell]] = []
     for entry in entries:
         row: list[Cell] = [
-            entry.rank,
+            entry.rank_group or entry.rank,
             entry.model,
             entry.defense,
             _estimate(entry, f"clean_{metric}", entry.clean.get(f"clean_{metric}")),

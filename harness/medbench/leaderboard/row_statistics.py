@@ -37,6 +37,8 @@ class RowStatistics:
     """By ``clean_<metric>``, by attack (its robust metric at the headline), and ``worst_case``."""
     worst_case: float | None = None
     """The per-sample worst case at the headline; None when some cell has no per-sample outcomes."""
+    worst_samples: WorstSamples | None = None
+    """The per-sample worst case itself, for paired tests between rows."""
 
 
 def _binary_margin(logits: np.ndarray) -> np.ndarray | None:
@@ -75,26 +77,51 @@ def _fallback(cell: CellRecord, side: str, metric: str) -> Interval | None:
     return wilson_of_rate(cell.metric(name), cell.n_eval)
 
 
-def _worst(
-    cells: Sequence[CellRecord], found: list[Samples], metric: str
-) -> tuple[float, Interval | None] | None:
-    """The per-sample worst case over ``cells`` and its interval; None where it is not defined."""
+@dataclass(frozen=True)
+class WorstSamples:
+    """A row's per-sample worst case: what its worst-case value, interval and paired tests use.
+
+    Attributes:
+        metric: ``accuracy`` (``outcome``: robust to every attack, bool), ``dice`` (each
+            volume's lowest mean Dice) or ``auc`` (each sample's least favourable margin, with
+            ``labels``).
+        index: The samples' positions in the test split (paired comparisons need equal ones).
+    """
+
+    metric: str
+    outcome: np.ndarray
+    index: np.ndarray
+    labels: np.ndarray | None = None
+
+
+def _worst(found: list[Samples], metric: str) -> WorstSamples | None:
+    """The per-sample worst case over the cells' outcomes; None where it is not defined."""
     if not found or any(not np.array_equal(s["index"], found[0]["index"]) for s in found):
         return None
+    index = found[0]["index"]
     if metric == "accuracy":
-        robust = np.logical_and.reduce([s["robust"] for s in found])
-        return float(robust.mean()), wilson(int(robust.sum()), len(robust))
+        return WorstSamples(metric, np.logical_and.reduce([s["robust"] for s in found]), index)
     if metric == "dice":
-        worst = np.fmin.reduce([_volume_means(s["adv_dice"]) for s in found])
-        defined = worst[~np.isnan(worst)]
-        return (float(defined.mean()) if len(defined) else float("nan")), bootstrap_mean(worst)
+        return WorstSamples(metric, np.fmin.reduce([_volume_means(s["adv_dice"]) for s in found]), index)
     labels = found[0].get("label")
     margins = [_binary_margin(s["adv_logits"]) for s in found]
     if metric != "auc" or labels is None or labels.ndim != 1 or any(m is None for m in margins):
         return None
     stacked = np.stack([m for m in margins if m is not None])
     worst_margin = np.where(labels.astype(bool), stacked.min(axis=0), stacked.max(axis=0))
-    return auc(worst_margin, labels), bootstrap_auc(worst_margin, labels)
+    return WorstSamples(metric, worst_margin, index, labels)
+
+
+def worst_value(worst: WorstSamples) -> tuple[float, Interval | None]:
+    """The value of a per-sample worst case and its 95% interval."""
+    if worst.metric == "accuracy":
+        robust = worst.outcome
+        return float(robust.mean()), wilson(int(robust.sum()), len(robust))
+    if worst.metric == "dice":
+        defined = worst.outcome[~np.isnan(worst.outcome)]
+        return (float(defined.mean()) if len(defined) else float("nan")), bootstrap_mean(worst.outcome)
+    assert worst.labels is not None
+    return auc(worst.outcome, worst.labels), bootstrap_auc(worst.outcome, worst.labels)
 
 
 def row_statistics(
@@ -125,9 +152,10 @@ def row_statistics(
     bounded = [c for c in at_headline.values() if c.threat_model != "l2-minimal"]
     found_all = [samples.get(c.run_id) for c in bounded]
     if bounded and all(s is not None for s in found_all):
-        worst = _worst(bounded, [s for s in found_all if s is not None], metric)
+        worst = _worst([s for s in found_all if s is not None], metric)
         if worst is not None:
-            result.worst_case = worst[0]
-            if worst[1] is not None:
-                result.intervals["worst_case"] = worst[1]
+            result.worst_samples = worst
+            result.worst_case, interval = worst_value(worst)
+            if interval is not None:
+                result.intervals["worst_case"] = interval
     return result
