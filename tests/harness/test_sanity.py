@@ -319,6 +319,7 @@ def test_flag_as_dict_is_json_data() -> None:
         "noise-stronger",
         "black-box-stronger",
         "unbounded-above-chance",
+        "iterative-not-stronger",
         "zero-gradients",
         "clean-at-chance",
     }
@@ -383,14 +384,14 @@ def test_unbounded_above_chance(unbounded: float, chance: float, n_eval: int, fi
         record(
             a,
             8 / 255,
-            0.1,
+            robust,  # PGD a little stronger than FGSM, as in a working evaluation
             n_eval=n_eval,
             metrics={
                 "sanity_unbounded_accuracy": unbounded,
                 "sanity_chance_accuracy": chance,
             },
         )
-        for a in ("fgsm", "pgd")
+        for a, robust in (("fgsm", 0.1), ("pgd", 0.09))
     ]
     flags = check_cells(row)
     assert checks_of(flags) == (["unbounded-above-chance"] if fires else [])
@@ -421,11 +422,11 @@ def test_clean_at_chance(accuracy: float, auc: float, chance: float, n_eval: int
         record(
             a,
             8 / 255,
-            accuracy,
+            accuracy - step,  # PGD a little stronger than FGSM, as in a working evaluation
             n_eval=n_eval,
             metrics={"clean_accuracy": accuracy, "clean_auc": auc, "sanity_chance_accuracy": chance},
         )
-        for a in ("fgsm", "pgd")
+        for a, step in (("fgsm", 0.0), ("pgd", 0.01))
     ]
     flags = check_cells(row)
     assert checks_of(flags) == (["clean-at-chance"] if fires else [])

@@ -6,11 +6,14 @@ evaluation" (RobustBench's mark for unreliable entries): its robust numbers are 
 that a stronger or adapted attack may lower. The checks follow Carlini et al., "On Evaluating
 Adversarial Robustness" (2019), §5, and ART's gradient checks:
 
-* ``non-monotone``: the robust metric rises with the budget (a larger ball contains the
+* ``non-monotone``: the robust metric rises with the budget, above its lowest value at any
+  smaller budget (a larger ball contains the
   smaller one, so a working attack can only do better);
 * ``single-step-stronger``: FGSM beats its own iterative versions (BIM, PGD, MI-FGSM) at
   the same budget;
 * ``noise-stronger``: Gaussian noise of σ beats a gradient attack of ε = σ;
+* ``iterative-not-stronger``: BIM, PGD or MI-FGSM leaves exactly FGSM's robust value at the
+  same budget while there is something left to take away: the iterations gain nothing;
 * ``black-box-stronger``: a score- or decision-based attack (Square, HopSkipJump) or a
   transfer attack beats every white-box gradient attack at the same budget;
 * ``unbounded-above-chance``: accuracy under an unbounded (ε = 1) gradient attack stays
@@ -39,7 +42,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 from medbench.building.defending import parse_variant
 from medbench.leaderboard.records import CellRecord
@@ -65,6 +67,7 @@ CHECKS: tuple[str, ...] = (
     "noise-stronger",
     "black-box-stronger",
     "unbounded-above-chance",
+    "iterative-not-stronger",
     "zero-gradients",
     "clean-at-chance",
 )
@@ -147,16 +150,49 @@ def _non_monotone(row: Sequence[CellRecord], metric: str, tol: float) -> list[Fl
             series[(cell.attack, cell.threat)].append(cell)
     for cells in series.values():
         ordered = sorted(cells, key=lambda c: c.budget)
-        for smaller, larger in pairwise(ordered):
-            low, high = _robust(smaller, metric), _robust(larger, metric)
-            if high > low + tol:
+        lowest: CellRecord | None = None  # the weakest robust value at any smaller budget
+        for larger in ordered:
+            if lowest is not None:
+                low, high = _robust(lowest, metric), _robust(larger, metric)
+                if high > low + tol:
+                    flags.append(
+                        Flag(
+                            "non-monotone",
+                            larger.row,
+                            f"robust {metric} of {larger.attack} rises from {low:.3f} to {high:.3f} "
+                            "as the budget grows",
+                            (lowest.label, larger.label),
+                        )
+                    )
+            if not math.isnan(_robust(larger, metric)) and (
+                lowest is None or _robust(larger, metric) < _robust(lowest, metric)
+            ):
+                lowest = larger
+    return flags
+
+
+def _iterative_not_stronger(row: Sequence[CellRecord], metric: str, tol: float) -> list[Flag]:
+    """An iterative attack (BIM, PGD, MI-FGSM) that leaves exactly FGSM's robust value at the same
+    budget, where there is something left to take away (above the tolerance): its steps gain
+    nothing, a sign of masked or obfuscated gradients (a higher value is single-step-stronger;
+    a value a little higher or lower within the tolerance is sampling noise, not flagged)."""
+    flags = []
+    direct = [c for c in row if c.threat == "direct"]
+    for single, iterative in SINGLE_STEP_VERSIONS.items():
+        singles = {_budget_key(c): c for c in direct if _plugin(c.attack) == single}
+        for cell in (c for c in direct if _plugin(c.attack) in iterative):
+            fgsm = singles.get(_budget_key(cell))
+            if fgsm is None:
+                continue
+            value, rival = _robust(cell, metric), _robust(fgsm, metric)
+            if rival > tol and value == rival:
                 flags.append(
                     Flag(
-                        "non-monotone",
-                        smaller.row,
-                        f"robust {metric} of {larger.attack} rises from {low:.3f} to {high:.3f} "
-                        "as the budget grows",
-                        (smaller.label, larger.label),
+                        "iterative-not-stronger",
+                        cell.row,
+                        f"{cell.attack} (iterative) leaves robust {metric} {value:.3f}, exactly "
+                        f"{fgsm.attack}'s at the same budget: its steps gain nothing",
+                        (fgsm.label, cell.label),
                     )
                 )
     return flags
@@ -325,7 +361,10 @@ def check_row(row: Sequence[CellRecord], metric: str) -> list[Flag]:
     )
     black_box = [c for c in row if c.threat == "transfer" or _plugin(c.attack) in BLACK_BOX_ATTACKS]
     flags += _stronger_than("black-box-stronger", black_box, white_box, metric, tol, "black box")
-    return flags + _group_checks(row) + _clean_at_chance(row, tol)
+    at_chance = _clean_at_chance(row, tol)
+    if not at_chance:  # a constant prediction leaves every attack the same value: that flag explains it
+        flags += _iterative_not_stronger(row, metric, tol)
+    return flags + _group_checks(row) + at_chance
 
 
 def check_cells(cells: Sequence[CellRecord], metric: str | None = None) -> list[Flag]:
