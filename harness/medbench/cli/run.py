@@ -90,9 +90,10 @@ _OPTIONS = [
         "--normalization",
         metavar="model|none|imagenet|MEAN,STD",
         help="Input normalisation the model expects, applied after the attack (budgets stay on the "
-        "[0, 1] scale): model = the model plugin's own (default; mean 0.5, std 0.25 for the built-in "
-        "models), none = the model normalises its own input (the default for --model factories and "
-        "TorchScript files), imagenet, or per-channel MEAN,STD / M1,M2,M3,S1,S2,S3.",
+        "[0, 1] scale): model = the model plugin's own (default; smallcnn: mean 0.5, std 0.25; the "
+        "torchvision backbones: ImageNet's, or its grey equivalent 0.449/0.226 on one channel; the 3D "
+        "networks: none), none = the model normalises its own input (the default for --model "
+        "factories and TorchScript files), imagenet, or per-channel MEAN,STD / M1,M2,M3,S1,S2,S3.",
     ),
     click.option(
         "--defense",
