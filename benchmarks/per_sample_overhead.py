@@ -5,8 +5,9 @@ the weights) and the evaluation batches of a matrix, the script times, as a cell
 
 * **cell**: ``attacking.cell.attack_cell`` (crafting every batch, checking it, predicting, the
   aggregate metrics and the per-sample outcomes), for PGD-10 and FGSM;
-* **per-sample**: the part of it that the per-sample outcomes add: ``TaskEvaluator.per_sample``
-  and ``with_ids``, plus writing ``per_sample.npz`` (what the runner logs).
+* **per-sample**: what the per-sample outcomes add to it: ``TaskEvaluator.measure`` with
+  ``with_ids`` and writing ``per_sample.npz`` (what the runner logs), minus the aggregate
+  metrics alone (``classification_metrics``, what a cell computed before).
 
 Reported: the median of ``--repeats`` runs of each, and per-sample as a share of the cell.
 
@@ -17,6 +18,7 @@ Reported: the median of ``--repeats`` runs of each, and per-sample as a share of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -31,6 +33,7 @@ from medbench.attacking.cell import attack_cell
 from medbench.attacking.evaluation import ClassificationEvaluator, eval_batches
 from medbench.engine.cells import Cell
 from medbench.measuring import per_sample
+from medbench.measuring.metrics import classification_metrics
 from medbench.plugins.host import load_plugins
 from medbench.wrapping.estimators import frozen_parameters
 
@@ -42,6 +45,14 @@ def _time(function: Any, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - started)
     return median(times)
+
+
+def _measure_and_save(
+    evaluator: Any, batches: Any, run: Any, clean: Any, fingerprint: str, directory: Path
+) -> None:
+    """What a cell measures now (metrics and per-sample outcomes) and the file the runner logs."""
+    _, outcomes = evaluator.measure(batches, run.adversarial, clean, run.attacked)
+    per_sample.save(per_sample.with_ids(outcomes, fingerprint), directory / per_sample.ARTIFACT)
 
 
 def measure(n_eval: int, image_size: int, repeats: int) -> dict[str, Any]:
@@ -68,16 +79,16 @@ def measure(n_eval: int, image_size: int, repeats: int) -> dict[str, Any]:
                 return attack_cell(cell, attack, evaluator, estimator, estimator, batches, clean, 0)
 
             cell_seconds = _time(run_cell, repeats)
-            extra_times = []
-            for _ in range(repeats):  # right after its cell, as the runner logs it
-                run = run_cell()
-                started = time.perf_counter()
-                samples = per_sample.with_ids(
-                    evaluator.per_sample(batches, run.adversarial, clean, run.attacked), bundle.fingerprint
-                )
-                per_sample.save(samples, Path(directory) / per_sample.ARTIFACT)
-                extra_times.append(time.perf_counter() - started)
-            extra = median(extra_times)
+            run = run_cell()
+            labels = torch.cat([y for _, y in batches])
+            x, x_adv = torch.cat([x for x, _ in batches]), torch.cat(run.adversarial)
+            logits, adv_logits = torch.cat(clean.outputs), torch.cat(run.attacked)
+
+            aggregate_only = functools.partial(classification_metrics, labels, logits, adv_logits, x, x_adv)
+            with_samples = functools.partial(
+                _measure_and_save, evaluator, batches, run, clean, bundle.fingerprint, Path(directory)
+            )
+            extra = max(_time(with_samples, repeats) - _time(aggregate_only, repeats), 0.0)
             report[name] = {
                 "cell_seconds": cell_seconds,
                 "per_sample_seconds": extra,

@@ -145,9 +145,8 @@ def attack_cell(
     if evaluator.device.type == "cuda":
         torch.cuda.synchronize(evaluator.device)
     seconds = time.perf_counter() - started + (shared[1] if shared is not None else 0.0)
-    run.metrics = evaluator.metrics(batches, run.adversarial, clean, run.attacked)
+    run.metrics, outcomes = evaluator.measure(batches, run.adversarial, clean, run.attacked)
     run.metrics["seconds"] = seconds
-    outcomes = evaluator.per_sample(batches, run.adversarial, clean, run.attacked)
     run.samples = with_ids(outcomes, evaluator.bundle.fingerprint)
     samples = sum(len(x) for x, _ in batches)
     run.metrics.update({f"{name}_mean": total / samples for name, total in totals.items()})

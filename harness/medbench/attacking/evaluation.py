@@ -115,24 +115,16 @@ class TaskEvaluator(ABC):
         """Model outputs on one adversarial batch."""
 
     @abstractmethod
-    def metrics(
+    def measure(
         self,
         batches: list[Batch],
         adversarial: list[torch.Tensor],
         clean: CleanOutputs,
         attacked: list[torch.Tensor],
-    ) -> dict[str, float]:
-        """The cell's metrics (all but ``seconds``)."""
-
-    @abstractmethod
-    def per_sample(
-        self,
-        batches: list[Batch],
-        adversarial: list[torch.Tensor],
-        clean: CleanOutputs,
-        attacked: list[torch.Tensor],
-    ) -> Samples:
-        """The cell's per-sample outcomes (:mod:`medbench.measuring.per_sample`), without ids."""
+    ) -> tuple[dict[str, float], Samples]:
+        """The cell's metrics (all but ``seconds``) and its per-sample outcomes without ids
+        (:mod:`medbench.measuring.per_sample`), computed together: the slow parts (SSIM, HD95)
+        once for both."""
 
     @abstractmethod
     def examples(
@@ -216,61 +208,34 @@ class ClassificationEvaluator(TaskEvaluator):
     def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
         return predict_logits(estimator, x_adv, self.batch_size)
 
-    def metrics(
+    def measure(
         self,
         batches: list[Batch],
         adversarial: list[torch.Tensor],
         clean: CleanOutputs,
         attacked: list[torch.Tensor],
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], Samples]:
         labels, clean_logits, adv_logits = (
             torch.cat([y for _, y in batches]),
             torch.cat(clean.outputs),
             torch.cat(attacked),
         )
         x, x_adv = torch.cat([x for x, _ in batches]), torch.cat(adversarial)
+        multilabel = self.bundle.multilabel
         per_sample_ssim = ssim(x, x_adv)
-        self._last_ssim = (id(adversarial), per_sample_ssim)  # for per_sample: SSIM is the slow part
         metrics = classification_metrics(
-            labels,
-            clean_logits,
-            adv_logits,
-            x,
-            x_adv,
-            self.bundle.multilabel,
-            per_sample_ssim=per_sample_ssim,
+            labels, clean_logits, adv_logits, x, x_adv, multilabel, per_sample_ssim=per_sample_ssim
         )
-        if self.bundle.multilabel:
+        if multilabel:
             metrics.update(multilabel_metrics(labels, clean_logits, adv_logits, self.bundle.class_names))
         else:  # the chance levels a classifier has to beat (measuring.sanity, clean-at-chance)
             metrics["majority_rate"] = majority_rate(labels)
             metrics["clean_balanced_accuracy"] = balanced_accuracy(clean_logits, labels)
-        return metrics
-
-    def per_sample(
-        self,
-        batches: list[Batch],
-        adversarial: list[torch.Tensor],
-        clean: CleanOutputs,
-        attacked: list[torch.Tensor],
-    ) -> Samples:
-        samples = concatenate(
-            [
-                classification_samples(
-                    y, logits, adv_logits, x, x_adv, self.bundle.multilabel, with_ssim=False
-                )
-                for (x, y), x_adv, logits, adv_logits in zip(
-                    batches, adversarial, clean.outputs, attacked, strict=True
-                )
-            ]
+        samples = classification_samples(
+            labels, clean_logits, adv_logits, x, x_adv, multilabel, with_ssim=False
         )
-        last = getattr(self, "_last_ssim", None)
-        if last is not None and last[0] == id(adversarial):  # the SSIM :meth:`metrics` computed
-            samples["ssim"] = last[1].detach().cpu().numpy().astype("float32")
-        else:
-            pairs = zip(batches, adversarial, strict=True)
-            samples["ssim"] = torch.cat([ssim(x, x_adv).cpu() for (x, _), x_adv in pairs]).numpy()
-        return samples
+        samples["ssim"] = per_sample_ssim.detach().cpu().numpy().astype("float32")
+        return metrics, samples
 
     def examples(
         self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path
@@ -345,37 +310,39 @@ class SegmentationEvaluator(TaskEvaluator):
     def adversarial_outputs(self, estimator: Any, x_adv: torch.Tensor) -> torch.Tensor:
         return estimator.predict_labels(x_adv).to(torch.uint8)
 
-    def metrics(
+    def measure(
         self,
         batches: list[Batch],
         adversarial: list[torch.Tensor],
         clean: CleanOutputs,
         attacked: list[torch.Tensor],
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], Samples]:
         adv_dice, adv_hd95 = self._per_class(batches, attacked)
-        self._last_attacked = (id(attacked), adv_dice, adv_hd95)
-        robust_dice, robust_hd95 = _mean_of_images(adv_dice), _mean_of_images(adv_hd95)
-        linf, l2_sum, count, ssim_values, lpips_values = 0.0, 0.0, 0, [], []
+        linf, l2_sum, count, ssim_values, lpips_values, norms = 0.0, 0.0, 0, [], [], []
         for (x, _), x_adv in zip(batches, adversarial, strict=True):
             batch_linf, batch_l2 = perturbation_norms(x, x_adv)
             linf = max(linf, batch_linf)
             l2_sum += batch_l2 * x.shape[0]
             count += x.shape[0]
             ssim_values.append(ssim(x, x_adv).cpu())
+            norms.append(perturbation(x, x_adv, with_ssim=False))
             if self.lpips is not None:
                 lpips_values.append(self.lpips(x, x_adv).cpu())
         metrics = {
             "clean_dice": clean.scores["clean_dice"],
-            "robust_dice": robust_dice,
+            "robust_dice": _mean_of_images(adv_dice),
             "clean_hd95": clean.scores["clean_hd95"],
-            "robust_hd95": robust_hd95,
+            "robust_hd95": _mean_of_images(adv_hd95),
             "linf_max": linf,
             "l2_mean": l2_sum / count if count else math.nan,
             "ssim_mean": float(torch.cat(ssim_values).mean()),
         }
         if lpips_values:
             metrics["lpips_sim"] = float(torch.cat(lpips_values).mean())
-        return metrics
+        samples = segmentation_samples(clean.per_class["dice"], adv_dice, clean.per_class["hd95"], adv_hd95)
+        samples.update(concatenate(norms))
+        samples["ssim"] = torch.cat(ssim_values).numpy().astype("float32")
+        return metrics, samples
 
     def _per_class(
         self, batches: list[Batch], predictions: list[torch.Tensor]
@@ -387,27 +354,6 @@ class SegmentationEvaluator(TaskEvaluator):
             dice.append(dice_per_class(prediction.long(), y, classes).cpu())
             hd95.append(hd95_per_class(prediction.long(), y, classes).cpu())
         return torch.cat(dice), torch.cat(hd95)
-
-    def per_sample(
-        self,
-        batches: list[Batch],
-        adversarial: list[torch.Tensor],
-        clean: CleanOutputs,
-        attacked: list[torch.Tensor],
-    ) -> Samples:
-        # the cell's adversarial Dice and HD95 as :meth:`metrics` computed them (HD95's distance
-        # transforms are the slow part), else computed here
-        last = getattr(self, "_last_attacked", None)
-        if last is not None and last[0] == id(attacked):
-            adv_dice, adv_hd95 = last[1], last[2]
-        else:
-            adv_dice, adv_hd95 = self._per_class(batches, attacked)
-        pairs = zip(batches, adversarial, strict=True)
-        perturbations = concatenate([perturbation(x, x_adv) for (x, _), x_adv in pairs])
-        return {
-            **segmentation_samples(clean.per_class["dice"], adv_dice, clean.per_class["hd95"], adv_hd95),
-            **perturbations,
-        }
 
     def examples(
         self, batch: Batch, x_adv: torch.Tensor, clean: torch.Tensor, attacked: torch.Tensor, path: Path

@@ -48,16 +48,14 @@ def perturbation(x: Tensor, x_adv: Tensor, with_ssim: bool = True) -> Samples:
     delta = (x_adv.double() - x.to(x_adv.device).double()).reshape(len(x), -1)
     if delta.shape[1] == 0:
         zeros = np.zeros(len(x), dtype=np.float32)
-        found = {"linf": zeros, "l2": zeros, "ssim": np.ones(len(x), dtype=np.float32)}
+        found = {"linf": zeros, "l2": zeros}
     else:
         found = {
             "linf": _numpy(delta.abs().amax(dim=1), np.float32),
             "l2": _numpy(torch.linalg.vector_norm(delta, dim=1), np.float32),
         }
-        if with_ssim:
-            found["ssim"] = _numpy(ssim(x, x_adv), np.float32)
-    if not with_ssim:
-        found.pop("ssim", None)
+    if with_ssim:
+        found["ssim"] = _numpy(ssim(x, x_adv), np.float32) if delta.shape[1] else np.ones(len(x), np.float32)
     return found
 
 
