@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from medbench.cli.app import cli
-from medbench.leaderboard.render import FORMATS, excluded_lines
+from medbench.leaderboard.render import FORMATS, excluded_lines, full_width
 
 
 @cli.command()
@@ -71,7 +71,8 @@ def leaderboard(
     if fmt == "table" and output is None:
         from medbench.leaderboard.render import rich_table
 
-        Console(width=None if sys.stdout.isatty() else 200).print(rich_table(board.entries, board.title))
+        table = rich_table(board.entries, board.title)
+        Console(width=None if sys.stdout.isatty() else full_width(table)).print(table)
         return
     text = render_board(board, fmt)
     if output is None:

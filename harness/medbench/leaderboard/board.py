@@ -13,7 +13,7 @@ from medbench.leaderboard.configuration import Excluded, one_configuration
 from medbench.leaderboard.curves import plot_robustness_curves
 from medbench.leaderboard.entries import LeaderboardEntry, build_entries
 from medbench.leaderboard.records import CellRecord, MatrixRecord, latest_cells, load_records, load_samples
-from medbench.leaderboard.render import csv_text, html_page, json_text, markdown, rich_table
+from medbench.leaderboard.render import csv_text, full_width, html_page, json_text, markdown, rich_table
 from medbench.recording import layout
 
 
@@ -90,6 +90,7 @@ def render_board(board: Board, fmt: str, width: int | None = None) -> str:
             plot_robustness_curves(board.cells, board.robust_metric, curves, board.title)
             examples = _examples(board, Path(directory))
             return html_page(board.entries, board.title, curves, examples, board.excluded)
-    console = Console(width=width or 200, record=True, file=io.StringIO())
-    console.print(rich_table(board.entries, board.title))
+    table = rich_table(board.entries, board.title)
+    console = Console(width=width or full_width(table), record=True, file=io.StringIO())
+    console.print(table)
     return console.export_text()

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -156,7 +157,9 @@ def rich_table(entries: Sequence[LeaderboardEntry], title: str) -> Table:
     table = Table(title=title)
     for name in header:
         table.add_column(
-            name, justify="left" if name in ("model", "defense", "worst attack", "flags") else "right"
+            name,
+            justify="left" if name in ("model", "defense", "worst attack", "flags") else "right",
+            overflow="fold",  # a narrow terminal folds a name or a number, never cuts it
         )
     for row in rows:
         cells = [escape(_text(v)) for v in row]
@@ -169,6 +172,11 @@ def rich_table(entries: Sequence[LeaderboardEntry], title: str) -> Table:
 def excluded_lines(excluded: Sequence[Excluded]) -> list[str]:
     """``label: reason`` of every cell left off the board for its settings."""
     return [f"{e.label}: {e.reason}" for e in excluded]
+
+
+def full_width(table: Table) -> int:
+    """The columns ``table`` needs to show every cell on one line (for output that is not a terminal)."""
+    return Console(width=10_000, file=io.StringIO()).measure(table).maximum
 
 
 def markdown(entries: Sequence[LeaderboardEntry], title: str, excluded: Sequence[Excluded] = ()) -> str:
